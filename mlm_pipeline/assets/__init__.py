@@ -1,0 +1,1 @@
+"""One module per pipeline stage; ``definitions.py`` lists them in pipeline order."""

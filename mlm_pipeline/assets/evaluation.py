@@ -1,0 +1,1 @@
+"""Stage module: assets are added here by the stage's implementation."""

@@ -1,0 +1,59 @@
+"""The Dagster code location: every stage of MLM, in pipeline order, one module each."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    define_asset_job,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
+
+from mlm_pipeline.assets import (
+    classes,  # 1. base entity type and its subclass closure
+    entities,  # 2. entity extraction
+    summaries,  # 3a. Wikipedia intro summaries
+    images,  # 3b. Commons thumbnails
+    filtering,  # 4. SVG and undecodable images removed
+    geocells,  # 5. S2 geo-cells
+    versions,  # 6. MLM, MLM-irle, MLM-irle-gr, splits, Table 2 / Figure 2
+    features,  # 7. image, text and class features
+    training,  # 8. multitask and single-task models
+    evaluation,  # 9. retrieval and location results
+)
+from mlm_pipeline.parquet_io import ParquetIOManager
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.storage import StorageResource
+
+STAGES = [
+    classes,
+    entities,
+    summaries,
+    images,
+    filtering,
+    geocells,
+    versions,
+    features,
+    training,
+    evaluation,
+]
+
+mlm_job = define_asset_job(
+    "mlm_release",
+    selection=AssetSelection.all(),
+    partitions_def=release_partitions,
+    description="Builds one MLM release end to end: extraction, dataset versions, benchmark.",
+)
+
+defs = Definitions(
+    assets=load_assets_from_modules(STAGES),
+    asset_checks=load_asset_checks_from_modules(STAGES),
+    jobs=[mlm_job],
+    resources={
+        "io_manager": ParquetIOManager(),
+        "wikimedia": WikimediaResource(),
+        "storage": StorageResource(),
+    },
+)

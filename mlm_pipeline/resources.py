@@ -1,0 +1,131 @@
+"""Where the data comes from: the embedded world (default), live Wikimedia, or other endpoints.
+
+The pipeline's clients are the same for every source; this resource only decides which
+endpoints they talk to, and, for the embedded world, starts its servers on free loopback ports
+for the duration of a step and stops them afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Literal
+from urllib.parse import urlparse
+
+from dagster import ConfigurableResource
+from pydantic import field_validator
+
+from mlm_pipeline import __version__
+
+LIVE_SPARQL = "https://query.wikidata.org/sparql"
+LIVE_WIKIPEDIA_API = "https://{lang}.wikipedia.org/w/api.php"
+LIVE_COMMONS_API = "https://commons.wikimedia.org/w/api.php"
+LIVE_COMMONS_FILEPATH = "https://commons.wikimedia.org/wiki/Special:FilePath/"
+
+WORLD_SIZES = ("tiny", "default", "mlm")
+
+
+class ConfigError(ValueError):
+    """A configuration value that must be fixed before any request is sent."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Everything a client needs to reach one source politely."""
+
+    sparql_url: str
+    wikipedia_api: str  # a template with ``{lang}``
+    commons_api: str
+    commons_filepath: str  # ``<commons_filepath><file name>?width=W``
+    user_agent: str
+    live: bool
+
+
+def check_url(name: str, value: str, *, template: bool = False) -> str:
+    probe = value.replace("{lang}", "en") if template else value
+    parsed = urlparse(probe)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c.isspace() for c in value):
+        raise ConfigError(f"{name}={value!r} is not an http(s) URL")
+    if template and "{lang}" not in value:
+        raise ConfigError(f"{name}={value!r} must contain '{{lang}}' (one API per language)")
+    return value
+
+
+def user_agent(contact: str) -> str:
+    """Wikimedia's format: ``<client>/<version> (<contact>) <library>/<version>``."""
+    import aiohttp
+
+    return f"mlm-pipeline/{__version__} ({contact}) aiohttp/{aiohttp.__version__}"
+
+
+class WikimediaResource(ConfigurableResource):
+    """The source of a run.
+
+    ``source``: ``embedded`` builds the deterministic world from (``world_seed``,
+    ``world_size``, ``world_version``) or from ``world_files`` and serves it on 127.0.0.1;
+    ``live`` uses Wikimedia's public services and needs ``contact``; ``endpoints`` uses the
+    URLs given below (a local SPARQL engine loaded from a Wikidata dump, say).
+    """
+
+    source: Literal["embedded", "live", "endpoints"] = "embedded"
+    contact: str = "https://github.com/mlm-pipeline/mlm-pipeline (offline embedded world)"
+    sparql_endpoint: str = LIVE_SPARQL
+    wikipedia_api: str = LIVE_WIKIPEDIA_API
+    commons_api: str = LIVE_COMMONS_API
+    commons_filepath: str = LIVE_COMMONS_FILEPATH
+    world_size: str = "default"
+    world_seed: int = 1234
+    world_version: int = 1
+    world_files: str = ""
+    world_faults: str = ""
+
+    @field_validator("contact")
+    @classmethod
+    def _contact_is_printable(cls, value: str) -> str:
+        if re.search(r"[\x00-\x1f()]", value):
+            raise ConfigError(f"contact={value!r} must be a URL or e-mail without parentheses")
+        return value
+
+    @field_validator("world_size")
+    @classmethod
+    def _known_size(cls, value: str) -> str:
+        if value not in WORLD_SIZES and not value.isdigit():
+            raise ConfigError(f"world_size={value!r}: use one of {WORLD_SIZES} or a number")
+        return value
+
+    def _checked_remote(self, live: bool) -> Endpoints:
+        if live and not self.contact.strip():
+            raise ConfigError("source='live' needs a contact (URL or e-mail) for the User-Agent")
+        return Endpoints(
+            sparql_url=check_url("sparql_endpoint", self.sparql_endpoint),
+            wikipedia_api=check_url("wikipedia_api", self.wikipedia_api, template=True),
+            commons_api=check_url("commons_api", self.commons_api),
+            commons_filepath=check_url("commons_filepath", self.commons_filepath),
+            user_agent=user_agent(self.contact),
+            live=live,
+        )
+
+    @contextmanager
+    def open(self) -> Iterator[Endpoints]:
+        """The endpoints for this step; the embedded world's servers live as long as the block."""
+        if self.source != "embedded":
+            yield self._checked_remote(live=self.source == "live")
+            return
+        from mlm_pipeline.world import WorldSpec, running_world
+
+        spec = WorldSpec.from_config(
+            size=self.world_size,
+            seed=self.world_seed,
+            version=self.world_version,
+            files=self.world_files,
+        )
+        with running_world(spec, faults=self.world_faults) as served:
+            yield Endpoints(
+                sparql_url=served.sparql_url,
+                wikipedia_api=served.wikipedia_api,
+                commons_api=served.commons_api,
+                commons_filepath=served.commons_filepath,
+                user_agent=user_agent(self.contact),
+                live=False,
+            )

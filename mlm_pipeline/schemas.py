@@ -1,0 +1,131 @@
+"""The tables that pass between stages: one schema per asset, the contract between stages.
+
+Every asset returns a ``pyarrow.Table`` with exactly its schema here, rows sorted by the
+columns named in ``SORT_KEYS`` so that the same inputs give the same Parquet bytes. Dropout and
+failure tables share one shape so that "where did entity X go?" has one answer.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STR = pa.string()
+STRS = pa.list_(pa.string())
+
+# Stage 1: the subclass closure of the base class.
+SETTLEMENT_CLASSES = pa.schema(
+    [
+        ("qid", STR),  # e.g. Q747074
+        ("label_en", STR),  # null when the class has no English label
+        ("hops", pa.int8()),  # shortest wdt:P279 path to the base class; the base itself is 0
+        ("parent_qid", STR),  # the parent on one shortest path (smallest QID among ties); null for the base
+    ]
+)
+
+# Stage 2: entities that pass every constraint.
+ENTITIES = pa.schema(
+    [
+        ("qid", STR),
+        ("label_en", STR),
+        ("label_de", STR),
+        ("label_fr", STR),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("classes", STRS),  # every wdt:P31 class (the triple classes), sorted by QID
+        ("class_labels", STRS),  # English label per class, "" when it has none
+        ("images", STRS),  # Commons file names from the configured image properties, in property then value order, de-duplicated
+        ("title_en", STR),  # sitelink titles, null when no article in that language
+        ("title_de", STR),
+        ("title_fr", STR),
+        ("country_qid", STR),  # wdt:P17, null when absent
+        ("country_code", STR),  # ISO 3166-1 alpha-2 of that country (wdt:P297), null when absent
+    ]
+)
+
+# One shape for everything that drops out of any stage, with its reason.
+DROPOUTS = pa.schema(
+    [
+        ("qid", STR),
+        ("item", STR),  # what dropped: "" for the entity itself, else a language or file name
+        ("stage", STR),  # asset name that dropped it
+        ("reason", STR),  # short machine-readable reason, e.g. no_coordinates, svg, http_404
+        ("detail", STR),  # human-readable detail (status code, attempts, error text)
+    ]
+)
+
+# Stage 3a: Wikipedia intro summaries.
+SUMMARIES = pa.schema(
+    [
+        ("qid", STR),
+        ("lang", STR),
+        ("title", STR),  # the sitelink title asked for
+        ("text", STR),  # plain-text intro
+    ]
+)
+
+# Stage 3b/4: images (thumbnails) with their bytes.
+IMAGES = pa.schema(
+    [
+        ("qid", STR),
+        ("file_name", STR),  # Commons file name without the "File:" prefix
+        ("url", STR),  # the URL the bytes came from
+        ("sha256", STR),
+        ("format", STR),  # as detected from the content: JPEG, PNG, SVG, ...
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("n_bytes", pa.int64()),
+        ("license", STR),
+        ("attribution", STR),
+        ("content", pa.binary()),
+    ]
+)
+
+# Stage 5: geo-cells and each entity's cell.
+GEO_CELLS = pa.schema(
+    [
+        ("cell", pa.int32()),  # class label 0..n-1, in S2 token order
+        ("token", STR),
+        ("level", pa.int8()),
+        ("count", pa.int32()),
+        ("mean_lat", pa.float64()),
+        ("mean_lon", pa.float64()),
+    ]
+)
+ENTITY_CELLS = pa.schema([("qid", STR), ("cell", pa.int32()), ("token", STR)])
+
+# Stage 6: a dataset version lists its entities with what it keeps of each.
+VERSION = pa.schema(
+    [
+        ("qid", STR),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("country_code", STR),  # from the coordinates (reverse geocoding), not from P17
+        ("continent", STR),
+        ("cell", pa.int32()),  # null in MLM (no cells), set in MLM-irle and MLM-irle-gr
+        ("classes", STRS),
+        ("n_images", pa.int32()),
+        ("n_summaries", pa.int32()),
+        ("languages", STRS),
+    ]
+)
+SPLITS = pa.schema([("version", STR), ("qid", STR), ("split", STR)])  # train / val / test
+
+SORT_KEYS: dict[str, list[str]] = {
+    "settlement_classes": ["qid"],
+    "entities": ["qid"],
+    "entity_dropouts": ["qid", "item", "stage", "reason"],
+    "summaries": ["qid", "lang"],
+    "images": ["qid", "file_name"],
+    "geo_cells": ["cell"],
+    "entity_cells": ["qid"],
+    "splits": ["version", "qid"],
+}
+
+
+def sort_table(table: pa.Table, name: str) -> pa.Table:
+    """Sort rows by the asset's key columns so that the stored bytes do not depend on timing."""
+    return table.sort_by([(column, "ascending") for column in SORT_KEYS[name]])
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
