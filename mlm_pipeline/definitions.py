@@ -24,7 +24,7 @@ from mlm_pipeline.assets import (
 )
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import release_partitions
-from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.resources import wikimedia_from_env
 from mlm_pipeline.storage import StorageResource
 
 STAGES = [
@@ -53,7 +53,7 @@ defs = Definitions(
     jobs=[mlm_job],
     resources={
         "io_manager": ParquetIOManager(),
-        "wikimedia": WikimediaResource(),
+        "wikimedia": wikimedia_from_env(),
         "storage": StorageResource(),
     },
 )

@@ -7,6 +7,7 @@ for the duration of a step and stops them afterwards.
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,11 +53,14 @@ def check_url(name: str, value: str, *, template: bool = False) -> str:
     return value
 
 
+OFFLINE_CONTACT = "offline-embedded-world@localhost"
+
+
 def user_agent(contact: str) -> str:
     """Wikimedia's format: ``<client>/<version> (<contact>) <library>/<version>``."""
     import aiohttp
 
-    return f"mlm-pipeline/{__version__} ({contact}) aiohttp/{aiohttp.__version__}"
+    return f"mlm-pipeline/{__version__} ({contact or OFFLINE_CONTACT}) aiohttp/{aiohttp.__version__}"
 
 
 class WikimediaResource(ConfigurableResource):
@@ -69,7 +73,7 @@ class WikimediaResource(ConfigurableResource):
     """
 
     source: Literal["embedded", "live", "endpoints"] = "embedded"
-    contact: str = "https://github.com/mlm-pipeline/mlm-pipeline (offline embedded world)"
+    contact: str = ""
     sparql_endpoint: str = LIVE_SPARQL
     wikipedia_api: str = LIVE_WIKIPEDIA_API
     commons_api: str = LIVE_COMMONS_API
@@ -96,7 +100,10 @@ class WikimediaResource(ConfigurableResource):
 
     def _checked_remote(self, live: bool) -> Endpoints:
         if live and not self.contact.strip():
-            raise ConfigError("source='live' needs a contact (URL or e-mail) for the User-Agent")
+            raise ConfigError(
+                "source='live' needs a contact (URL or e-mail, MLM_CONTACT) for the User-Agent: "
+                "Wikimedia blocks bulk clients it cannot reach"
+            )
         return Endpoints(
             sparql_url=check_url("sparql_endpoint", self.sparql_endpoint),
             wikipedia_api=check_url("wikipedia_api", self.wikipedia_api, template=True),
@@ -129,3 +136,26 @@ class WikimediaResource(ConfigurableResource):
                 user_agent=user_agent(self.contact),
                 live=False,
             )
+
+
+ENV_SETTINGS = {
+    "source": "MLM_SOURCE",
+    "contact": "MLM_CONTACT",
+    "sparql_endpoint": "MLM_SPARQL_ENDPOINT",
+    "wikipedia_api": "MLM_WIKIPEDIA_API",
+    "commons_api": "MLM_COMMONS_API",
+    "commons_filepath": "MLM_COMMONS_FILEPATH",
+    "world_size": "MLM_WORLD_SIZE",
+    "world_seed": "MLM_WORLD_SEED",
+    "world_version": "MLM_WORLD_VERSION",
+    "world_files": "MLM_WORLD_FILES",
+    "world_faults": "MLM_WORLD_FAULTS",
+}
+
+
+def wikimedia_from_env() -> WikimediaResource:
+    """The code location's default source: the embedded world unless ``MLM_*`` variables say
+    otherwise, so the CLI, ``dagster dev`` and CI all pick the same source the same way.
+    Launchpad run config still overrides every field per run."""
+    settings = {field: os.environ[var] for field, var in ENV_SETTINGS.items() if os.environ.get(var)}
+    return WikimediaResource(**settings)
