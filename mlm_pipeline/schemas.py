@@ -110,6 +110,17 @@ VERSION = pa.schema(
 )
 SPLITS = pa.schema([("version", STR), ("qid", STR), ("split", STR)])  # train / val / test
 
+# The paper's Table 2 (and Figure 2's counts): one row per measure, one column per version.
+DATASET_STATS = pa.schema(
+    [
+        ("row", pa.int16()),  # the measure's place in the table (entities, images, summaries, ...)
+        ("measure", STR),  # entities, images, summaries, triple_classes, cells, train/val/test, entities_<continent>
+        ("mlm", pa.int64()),
+        ("mlm_irle", pa.int64()),
+        ("mlm_irle_gr", pa.int64()),
+    ]
+)
+
 SORT_KEYS: dict[str, list[str]] = {
     "settlement_classes": ["qid"],
     "entities": ["qid"],
@@ -119,6 +130,13 @@ SORT_KEYS: dict[str, list[str]] = {
     "geo_cells": ["cell"],
     "entity_cells": ["qid"],
     "splits": ["version", "qid"],
+    "geo_cell_dropouts": ["qid", "item", "stage", "reason"],
+    "mlm": ["qid"],
+    "mlm_irle": ["qid"],
+    "mlm_irle_gr": ["qid"],
+    "mlm_irle_gr_cells": ["cell"],
+    "version_dropouts": ["qid", "item", "stage", "reason"],
+    "dataset_stats": ["row"],
 }
 
 
