@@ -1,0 +1,296 @@
+"""A SPARQL 1.1 client that a public query service tolerates and that never returns short results.
+
+Built on ``requests`` rather than SPARQLWrapper because the behaviour that matters here needs the
+raw response: SPARQLWrapper turns HTTP errors into exceptions that drop the ``Retry-After`` header,
+reads bodies with ``json.load`` so a cut-off body and a bad one look alike, and has no total
+deadline per query. Here every response is either complete and well formed or it is retried; when
+retries run out the error names the query (a short name plus a hash of its text), so a failed page
+fails the asset instead of shrinking it.
+
+Wikimedia's rules shape the defaults: one query at a time (a lock, even across threads), a
+User-Agent with a contact, ``Retry-After`` obeyed, and a per-query deadline below the live
+service's 60 s limit.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, NamedTuple
+
+import requests
+
+RESULT_TYPES = ("application/sparql-results+json", "application/json")
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class QueryFailed(RuntimeError):
+    """A query that did not give a complete, well-formed answer; names the query."""
+
+
+class Term(NamedTuple):
+    """One bound value of a SPARQL JSON result."""
+
+    kind: str  # "uri", "literal" or "bnode"
+    value: str
+    lang: str | None = None
+    datatype: str | None = None
+
+
+Row = dict[str, Term]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query text with the short name and hash under which logs and errors report it."""
+
+    name: str
+    text: str
+    variables: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}#{self.digest}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential back-off and jitter.
+
+    The deadline is per attempt and covers the whole response, not just the gap between bytes,
+    so a server that trickles a body cannot hold a query past the live service's 60 s limit.
+    """
+
+    max_attempts: int = 6
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 120.0
+    timeout_s: float = 55.0
+    connect_timeout_s: float = 10.0
+    max_retry_after_s: float = 900.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Equal jitter: half the exponential step fixed, half random, so clients spread out."""
+        step = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return step / 2 + rng.uniform(0, step / 2)
+
+
+@dataclass
+class ClientStats:
+    """What the client did, for logs and materialisation metadata."""
+
+    queries: int = 0
+    requests: int = 0
+    retries: int = 0
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    waited_s: float = 0.0
+    by_name: Counter = field(default_factory=Counter)
+    labels: dict[str, str] = field(default_factory=dict)  # label -> name, first seen first
+    failures: Counter = field(default_factory=Counter)  # kind -> failed attempts
+
+
+class TransientFailure(Exception):
+    """A failed attempt worth repeating: the next one may well succeed."""
+
+    def __init__(self, reason: str, kind: str = "garbage", retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind  # garbage, timeout, transport, http_<status>
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _check_term(var: str, raw: object) -> Term:
+    if not isinstance(raw, dict) or not isinstance(raw.get("value"), str):
+        raise TransientFailure(f"malformed binding for ?{var}: {str(raw)[:80]}")
+    kind = raw.get("type")
+    if kind == "typed-literal":  # SPARQL/JSON's pre-1.1 spelling of a typed literal
+        kind = "literal"
+    if kind not in ("uri", "literal", "bnode"):
+        raise TransientFailure(f"binding for ?{var} has unknown type {kind!r}")
+    return Term(kind, raw["value"], raw.get("xml:lang"), raw.get("datatype"))
+
+
+def parse_results(body: bytes, variables: tuple[str, ...]) -> list[Row]:
+    """Decode SPARQL 1.1 JSON results, rejecting anything not complete and well formed.
+
+    A body cut off mid-stream fails to decode; a body that decodes but projects other variables
+    than the query asked for is someone else's answer. Both are retried, never returned.
+    """
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TransientFailure(f"body is not complete JSON ({len(body)} bytes: {error})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("head"), dict):
+        raise TransientFailure("JSON without a results head")
+    head_vars = doc["head"].get("vars")
+    results = doc.get("results")
+    if not isinstance(head_vars, list) or not isinstance(results, dict):
+        raise TransientFailure("JSON without head.vars or results")
+    if set(head_vars) != set(variables):
+        raise TransientFailure(f"answer projects {sorted(head_vars)}, query asked for {sorted(variables)}")
+    bindings = results.get("bindings")
+    if not isinstance(bindings, list):
+        raise TransientFailure("JSON without results.bindings")
+    rows: list[Row] = []
+    for binding in bindings:
+        if not isinstance(binding, dict) or not set(binding) <= set(variables):
+            raise TransientFailure(f"malformed result row: {str(binding)[:80]}")
+        rows.append({var: _check_term(var, raw) for var, raw in binding.items()})
+    return rows
+
+
+class SparqlClient:
+    """Sends SELECT queries one at a time and returns complete rows or raises ``QueryFailed``."""
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        user_agent: str,
+        policy: RetryPolicy | None = None,
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        seed: int | None = None,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.policy = policy or RetryPolicy()
+        self.log = log or logging.getLogger(__name__)
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._session.headers.update(
+            {
+                "User-Agent": user_agent,
+                "Accept": ", ".join(RESULT_TYPES),
+                "Accept-Encoding": "gzip, deflate",
+            }
+        )
+
+    def __enter__(self) -> SparqlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def select(self, query: Query) -> list[Row]:
+        """The complete answer to ``query``; retries transient failures, raises ``QueryFailed``."""
+        with self._lock:
+            started = time.monotonic()
+            self.stats.labels.setdefault(query.label, query.name)
+            last = ""
+            for attempt in range(1, self.policy.max_attempts + 1):
+                self.stats.requests += 1
+                try:
+                    rows = self._attempt(query)
+                except TransientFailure as failure:
+                    last = failure.reason
+                    self.stats.failures[failure.kind] += 1
+                    if attempt == self.policy.max_attempts:
+                        break
+                    wait = self.policy.backoff(attempt, self._rng)
+                    if failure.retry_after is not None:
+                        if failure.retry_after > self.policy.max_retry_after_s:
+                            raise QueryFailed(
+                                f"query {query.label} against {self.endpoint_url}: server asked "
+                                f"to retry after {failure.retry_after:.0f} s (more than "
+                                f"{self.policy.max_retry_after_s:.0f} s); last error: {last}"
+                            ) from None
+                        wait = max(wait, failure.retry_after)
+                    self.stats.retries += 1
+                    self.stats.waited_s += wait
+                    self.log.warning(
+                        "query %s attempt %d/%d failed (%s); retrying in %.1f s",
+                        query.label,
+                        attempt,
+                        self.policy.max_attempts,
+                        last,
+                        wait,
+                    )
+                    self._sleep(wait)
+                    continue
+                self.stats.queries += 1
+                self.stats.rows += len(rows)
+                self.stats.by_name[query.name] += 1
+                self.stats.seconds += time.monotonic() - started
+                return rows
+            raise QueryFailed(
+                f"query {query.label} against {self.endpoint_url} failed after "
+                f"{self.policy.max_attempts} attempts; last error: {last}"
+            )
+
+    def _attempt(self, query: Query) -> list[Row]:
+        policy = self.policy
+        deadline = time.monotonic() + policy.timeout_s
+        try:
+            response = self._session.post(
+                self.endpoint_url,
+                data={"query": query.text},
+                timeout=(policy.connect_timeout_s, policy.timeout_s),
+                stream=True,
+            )
+            try:
+                if response.status_code != 200:
+                    self._refuse(query, response)
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+                if content_type not in RESULT_TYPES:
+                    raise TransientFailure(f"unexpected content type {content_type or 'none'!r}")
+                chunks = []
+                for chunk in response.iter_content(1 << 16):
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise TransientFailure(f"no complete answer within {policy.timeout_s:.0f} s", "timeout")
+                body = b"".join(chunks)
+            finally:
+                response.close()
+        except requests.Timeout:
+            raise TransientFailure(f"no answer within {policy.timeout_s:.0f} s", "timeout") from None
+        except requests.RequestException as error:
+            # A connection reset or a body shorter than its Content-Length lands here.
+            raise TransientFailure(f"{type(error).__name__}: {str(error)[:120]}", "transport") from None
+        self.stats.bytes += len(body)
+        return parse_results(body, query.variables)
+
+    def _refuse(self, query: Query, response: requests.Response) -> None:
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise TransientFailure(f"HTTP {status}", f"http_{status}", retry_after)
+        excerpt = response.raw.read(300, decode_content=True).decode("utf-8", "replace")
+        raise QueryFailed(
+            f"query {query.label} against {self.endpoint_url} was refused with HTTP {status} "
+            f"(not retried: the query or the endpoint URL is wrong): {excerpt.strip()}"
+        )

@@ -1,0 +1,385 @@
+"""Portable SPARQL 1.1 for the extraction: checked configuration in, complete pages out.
+
+Only standard SPARQL 1.1 is used (no ``SERVICE wikibase:label``, no ``{1,3}`` path ranges), so
+the same text runs on query.wikidata.org, QLever or Oxigraph loaded from a dump, and the embedded
+world. Every value that reaches a query text is either checked here against a strict pattern
+(configuration) or re-checked as a Wikidata item IRI (values read back from the endpoint), so
+neither a configuration file nor a hostile endpoint can inject SPARQL.
+
+Paging is chosen so that the answer cannot depend on the page size: listings of candidates page
+by keyset on the entity IRI (cheap at any depth), look-ups of a ``VALUES`` batch page by
+``ORDER BY`` over every projected variable plus ``LIMIT``/``OFFSET`` (a total order, so pages
+neither overlap nor skip). Each page asks for one row more than it keeps, which tells the last
+page apart without an extra empty query.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+from mlm_pipeline.resources import ConfigError, Endpoints
+from mlm_pipeline.sparql.client import Query, QueryFailed, Row, SparqlClient
+
+WD = "http://www.wikidata.org/entity/"
+PREFIXES = """PREFIX wd: <http://www.wikidata.org/entity/>
+PREFIX wdt: <http://www.wikidata.org/prop/direct/>
+PREFIX p: <http://www.wikidata.org/prop/>
+PREFIX psv: <http://www.wikidata.org/prop/statement/value/>
+PREFIX wikibase: <http://wikiba.se/ontology#>
+PREFIX schema: <http://schema.org/>
+PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
+"""
+
+QID_RE = re.compile(r"Q[1-9][0-9]{0,11}")
+PID_RE = re.compile(r"P[1-9][0-9]{0,8}")
+LANG_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
+# Host, optional port, optional path of unreserved/percent-encoded characters; no query string,
+# fragment, quotes, spaces or angle brackets.
+ENDPOINT_RE = re.compile(
+    r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?"
+    r"(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?"
+)
+VERSION_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(T[0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?")
+
+
+# ---------------------------------------------------------------- configuration checks
+
+
+def check_qid(field: str, value: object) -> str:
+    if not isinstance(value, str) or not QID_RE.fullmatch(value):
+        raise ConfigError(f"{field}={value!r} is not a Wikidata item ID (Q followed by digits, e.g. Q486972)")
+    return value
+
+
+def check_properties(field: str, values: Sequence[object]) -> list[str]:
+    if isinstance(values, str) or not values:
+        raise ConfigError(f"{field}={values!r} must be a non-empty list of property IDs (e.g. ['P18'])")
+    for value in values:
+        if not isinstance(value, str) or not PID_RE.fullmatch(value):
+            raise ConfigError(f"{field}: {value!r} is not a Wikidata property ID (P followed by digits)")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{field}={list(values)!r} names a property twice")
+    return list(values)  # type: ignore[arg-type]
+
+
+def check_languages(field: str, values: Sequence[object], allowed: Sequence[str]) -> list[str]:
+    """Language codes, each a plain code and one that the output table has a column for."""
+    if isinstance(values, str) or not values:
+        raise ConfigError(f"{field}={values!r} must be a non-empty list of language codes")
+    for value in values:
+        if not isinstance(value, str) or not LANG_RE.fullmatch(value):
+            raise ConfigError(f"{field}: {value!r} is not a language code (e.g. 'en')")
+        if value not in allowed:
+            raise ConfigError(f"{field}: {value!r} has no column in the table; use some of {list(allowed)}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{field}={list(values)!r} names a language twice")
+    return list(values)  # type: ignore[arg-type]
+
+
+def check_positive(field: str, value: object, most: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ConfigError(f"{field}={value!r} must be a whole number from 1 to {most}")
+    return value
+
+
+def check_endpoint(field: str, value: object) -> str:
+    if not isinstance(value, str) or not ENDPOINT_RE.fullmatch(value):
+        raise ConfigError(
+            f"{field}={value!r} is not a plain http(s) endpoint URL "
+            "(scheme, host, optional port and path; no spaces, quotes, query or fragment)"
+        )
+    return value
+
+
+# ---------------------------------------------------------------- values read back
+
+
+def qid_of(term_value: str, query: Query) -> str:
+    """The QID of an item IRI from an answer; anything else is a malformed answer."""
+    if term_value.startswith(WD) and QID_RE.fullmatch(term_value[len(WD) :]):
+        return term_value[len(WD) :]
+    raise QueryFailed(f"query {query.label}: expected a Wikidata item IRI, got {term_value[:100]!r}")
+
+
+def maybe_qid(term_value: str) -> str | None:
+    """The QID when the value is an item IRI; None for unknown values and other IRIs."""
+    if term_value.startswith(WD) and QID_RE.fullmatch(term_value[len(WD) :]):
+        return term_value[len(WD) :]
+    return None
+
+
+def _values(var: str, qids: Iterable[str]) -> str:
+    items = " ".join(f"wd:{check_qid('values', q)}" for q in qids)
+    return f"VALUES ?{var} {{ {items} }}"
+
+
+def _string(value: str) -> str:
+    """A SPARQL string literal; the caller has already restricted ``value`` to safe characters."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------- query texts
+
+
+def dataset_version_query() -> Query:
+    return Query(
+        "dataset_version",
+        PREFIXES + "SELECT ?version WHERE { <http://www.wikidata.org> schema:dateModified ?version }",
+        ("version",),
+    )
+
+
+def subclasses_query(parents: Sequence[str], limit: int, offset: int) -> Query:
+    """One ``wdt:P279`` hop below ``parents``: the BFS walks the graph one level per round."""
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?child ?parent WHERE {\n"
+        + f"  {_values('parent', parents)}\n"
+        + "  ?child wdt:P279 ?parent .\n"
+        + "}\nORDER BY ?child ?parent\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("classes.subclasses", text, ("child", "parent"))
+
+
+def labels_query(qids: Sequence[str], languages: Sequence[str], limit: int, offset: int) -> Query:
+    langs = ", ".join(_string(lang) for lang in languages)
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item ?label WHERE {\n"
+        + f"  {_values('item', qids)}\n"
+        + "  ?item rdfs:label ?label .\n"
+        + f"  FILTER(LANG(?label) IN ({langs}))\n"
+        + "}\nORDER BY ?item ?label\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("labels", text, ("item", "label"))
+
+
+def candidates_query(classes: Sequence[str], after: str | None, limit: int) -> Query:
+    """Instances of a batch of classes, one keyset page (items after ``after``, in IRI order)."""
+    keyset = f"  FILTER(STR(?item) > {_string(WD + check_qid('after', after))})\n" if after else ""
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item WHERE {\n"
+        + f"  {_values('class', classes)}\n"
+        + "  ?item wdt:P31 ?class .\n"
+        + keyset
+        + "}\nORDER BY ?item\n"
+        + f"LIMIT {limit}"
+    )
+    return Query("entities.candidates", text, ("item",))
+
+
+def coordinates_query(items: Sequence[str], limit: int, offset: int) -> Query:
+    """Every coordinate statement with its globe, so that Moon or Mars positions are seen as such."""
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item ?statement ?globe ?lat ?lon WHERE {\n"
+        + f"  {_values('item', items)}\n"
+        + "  ?item p:P625 ?statement .\n"
+        + "  ?statement psv:P625 ?value .\n"
+        + "  FILTER NOT EXISTS { ?statement wikibase:rank wikibase:DeprecatedRank }\n"
+        + "  ?value wikibase:geoLatitude ?lat ; wikibase:geoLongitude ?lon .\n"
+        + "  OPTIONAL { ?value wikibase:geoGlobe ?globe }\n"
+        + "}\nORDER BY ?item ?statement ?globe ?lat ?lon\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("entities.coordinates", text, ("item", "statement", "globe", "lat", "lon"))
+
+
+def images_query(items: Sequence[str], properties: Sequence[str], limit: int, offset: int) -> Query:
+    props = " ".join(f"wdt:{p}" for p in check_properties("image_properties", properties))
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item ?property ?file WHERE {\n"
+        + f"  {_values('item', items)}\n"
+        + f"  VALUES ?property {{ {props} }}\n"
+        + "  ?item ?property ?file .\n"
+        + "}\nORDER BY ?item ?property ?file\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("entities.images", text, ("item", "property", "file"))
+
+
+def sitelinks_query(items: Sequence[str], languages: Sequence[str], limit: int, offset: int) -> Query:
+    """Wikipedia articles only: the site decides, since Wikivoyage shares the language tag."""
+    pairs = " ".join(f"({_string(lang)} <https://{lang}.wikipedia.org/>)" for lang in languages)
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item ?lang ?title WHERE {\n"
+        + f"  {_values('item', items)}\n"
+        + f"  VALUES (?lang ?site) {{ {pairs} }}\n"
+        + "  ?article schema:about ?item ; schema:isPartOf ?site ; schema:name ?title .\n"
+        + "}\nORDER BY ?item ?lang ?title\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("entities.sitelinks", text, ("item", "lang", "title"))
+
+
+def instance_classes_query(items: Sequence[str], limit: int, offset: int) -> Query:
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item ?class WHERE {\n"
+        + f"  {_values('item', items)}\n"
+        + "  ?item wdt:P31 ?class .\n"
+        + "}\nORDER BY ?item ?class\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("entities.classes", text, ("item", "class"))
+
+
+def countries_query(items: Sequence[str], limit: int, offset: int) -> Query:
+    text = (
+        PREFIXES
+        + "SELECT DISTINCT ?item ?country ?code WHERE {\n"
+        + f"  {_values('item', items)}\n"
+        + "  ?item wdt:P17 ?country .\n"
+        + "  OPTIONAL { ?country wdt:P297 ?code }\n"
+        + "}\nORDER BY ?item ?country ?code\n"
+        + f"LIMIT {limit} OFFSET {offset}"
+    )
+    return Query("entities.countries", text, ("item", "country", "code"))
+
+
+# ---------------------------------------------------------------- running them
+
+
+@dataclass
+class Progress:
+    """Logs counts and rates at a steady pace, however fast or slow the pages come."""
+
+    log: logging.Logger | logging.LoggerAdapter
+    what: str
+    every_s: float = 10.0
+    done: int = 0
+    rows: int = 0
+    pages: int = 0
+
+    def __post_init__(self) -> None:
+        self._start = self._last = time.monotonic()
+
+    def add(self, done: int = 0, rows: int = 0, pages: int = 0) -> None:
+        self.done += done
+        self.rows += rows
+        self.pages += pages
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._report("progress", now)
+
+    def finish(self) -> None:
+        self._report("done", time.monotonic())
+
+    def _report(self, state: str, now: float) -> None:
+        elapsed = max(now - self._start, 1e-9)
+        self.log.info(
+            "%s %s: %d items, %d rows, %d pages in %.1f s (%.0f items/s, %.0f rows/s)",
+            self.what,
+            state,
+            self.done,
+            self.rows,
+            self.pages,
+            elapsed,
+            self.done / elapsed,
+            self.rows / elapsed,
+        )
+
+
+def select_all(client: SparqlClient, build: Callable[[int, int], Query], page_size: int) -> list[Row]:
+    """Every row of a query whose text orders all projected variables, page by page."""
+    rows: list[Row] = []
+    offset = 0
+    while True:
+        page = client.select(build(page_size + 1, offset))
+        rows.extend(page[:page_size])
+        if len(page) <= page_size:
+            return rows
+        offset += page_size
+
+
+def select_batched(
+    client: SparqlClient,
+    keys: Sequence[str],
+    build: Callable[[Sequence[str], int, int], Query],
+    batch_size: int,
+    page_size: int,
+    progress: Progress | None = None,
+) -> Iterator[Row]:
+    """Rows of a look-up for every key, ``batch_size`` keys per ``VALUES`` block."""
+    for start in range(0, len(keys), batch_size):
+        batch = keys[start : start + batch_size]
+        rows = select_all(client, lambda limit, offset: build(batch, limit, offset), page_size)
+        if progress is not None:
+            progress.add(done=len(batch), rows=len(rows), pages=1)
+        yield from rows
+
+
+def iter_candidates(
+    client: SparqlClient,
+    classes: Sequence[str],
+    class_batch: int,
+    page_size: int,
+    progress: Progress | None = None,
+) -> Iterator[str]:
+    """QIDs of instances of ``classes``, per class batch in IRI order (an item may recur across batches).
+
+    The keyset is checked on every page: an endpoint that does not order IRIs the way ``STR``
+    compares them would otherwise make pages skip or repeat items without anyone noticing.
+    """
+    for start in range(0, len(classes), class_batch):
+        batch = classes[start : start + class_batch]
+        after: str | None = None
+        while True:
+            query = candidates_query(batch, after, page_size + 1)
+            page = client.select(query)
+            iris = [row["item"].value for row in page[:page_size] if "item" in row]
+            if len(iris) != len(page[:page_size]):
+                raise QueryFailed(f"query {query.label}: a row without ?item")
+            previous = WD + after if after else ""
+            for iri in iris:
+                if iri <= previous:
+                    raise QueryFailed(
+                        f"query {query.label}: endpoint returned {iri} after {previous or 'the start'}; "
+                        "its ORDER BY does not follow STR() order, so keyset paging would be unsafe"
+                    )
+                previous = iri
+            qids = [qid_of(iri, query) for iri in iris]
+            if progress is not None:
+                progress.add(done=len(qids), rows=len(page), pages=1)
+            yield from qids
+            if len(page) <= page_size:
+                break
+            after = qids[-1]
+
+
+def fetch_dataset_version(endpoints: Endpoints, client: SparqlClient | None = None) -> str:
+    """The endpoint's ``<http://www.wikidata.org> schema:dateModified``, e.g. ``2026-01-05T00:00:00Z``."""
+    check_endpoint("sparql_url", endpoints.sparql_url)
+    own = client is None
+    client = client or SparqlClient(endpoints.sparql_url, endpoints.user_agent)
+    try:
+        query = dataset_version_query()
+        values = sorted({row["version"].value for row in client.select(query) if "version" in row})
+    finally:
+        if own:
+            client.close()
+    if len(values) != 1:
+        raise QueryFailed(
+            f"query {query.label} against {endpoints.sparql_url}: expected one dataset version "
+            f"(<http://www.wikidata.org> schema:dateModified), got {values or 'none'}"
+        )
+    release_key(values[0])
+    return values[0]
+
+
+def release_key(version: str) -> str:
+    """The release partition key of a dataset version: its date part."""
+    match = VERSION_RE.fullmatch(version.strip())
+    if not match:
+        raise ValueError(f"dataset version {version!r} is not an xsd:dateTime like 2026-01-05T00:00:00Z")
+    return match.group(1)
