@@ -1,0 +1,102 @@
+"""What a materialisation came from, recorded as its metadata so a release can be rebuilt.
+
+Two builds of a release give the same bytes only from the same source, data version, queries,
+configuration, seed and library versions; when they do not, these records are where the
+difference shows. Stages call ``provenance(...)`` with what they know and add the result to
+their output metadata: ``context.add_output_metadata(provenance(source=wikimedia, ...))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata as importlib_metadata
+from typing import Any, Mapping, Sequence
+
+from dagster import Config, MetadataValue
+
+from mlm_pipeline.resources import Endpoints, WikimediaResource
+
+PACKAGES = (
+    "mlm-pipeline",
+    "dagster",
+    "pyarrow",
+    "pyoxigraph",
+    "aiohttp",
+    "pillow",
+    "s2sphere",
+    "duckdb",
+    "numpy",
+    "torch",
+    "transformers",
+)
+"""The distributions whose version can change a table's bytes or a model's numbers."""
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Installed versions, read from distribution metadata so that nothing heavy is imported."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def source_description(source: WikimediaResource) -> str:
+    """The source as a person would name it; for the embedded world the spec that rebuilds it
+    (its servers' ports change every run and say nothing)."""
+    if source.source == "embedded":
+        parts = [f"size={source.world_size}", f"seed={source.world_seed}", f"version={source.world_version}"]
+        if source.world_files:
+            parts.append(f"files={source.world_files}")
+        if source.world_faults:
+            parts.append(f"faults={source.world_faults}")
+        return "embedded world " + " ".join(parts)
+    return f"{source.source} {source.sparql_endpoint}"
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+    return config.model_dump() if isinstance(config, Config) else dict(config)
+
+
+def provenance(
+    *,
+    source: WikimediaResource | None = None,
+    endpoints: Endpoints | None = None,
+    dataset_version: str | None = None,
+    release: str | None = None,
+    queries: Sequence[str] = (),
+    config: Config | Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    packages: Sequence[str] = PACKAGES,
+) -> dict[str, MetadataValue]:
+    """Metadata entries under ``provenance/``; pass what the stage knows, the rest is omitted."""
+    entries: dict[str, MetadataValue] = {}
+    if source is not None:
+        entries["provenance/source"] = MetadataValue.text(source_description(source))
+    if endpoints is not None:
+        entries["provenance/endpoint"] = MetadataValue.url(endpoints.sparql_url)
+    if dataset_version is not None:
+        entries["provenance/dataset_version"] = MetadataValue.text(dataset_version)
+    if release is not None:
+        entries["provenance/release"] = MetadataValue.text(release)
+    if queries:
+        entries["provenance/query_sha256"] = MetadataValue.json([text_sha256(q) for q in queries])
+    if config is not None:
+        settings = config_dict(config)
+        entries["provenance/config"] = MetadataValue.json(settings)
+        entries["provenance/config_sha256"] = MetadataValue.text(
+            text_sha256(json.dumps(settings, sort_keys=True, default=str))
+        )
+    if seed is not None:
+        entries["provenance/seed"] = MetadataValue.int(seed)
+    entries["provenance/packages"] = MetadataValue.json(package_versions(packages))
+    entries["provenance/python"] = MetadataValue.text(platform.python_version())
+    return entries
