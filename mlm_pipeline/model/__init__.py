@@ -1,0 +1,1 @@
+"""The benchmark's model: networks, losses, data, training and metrics, free of Dagster."""
