@@ -121,6 +121,68 @@ DATASET_STATS = pa.schema(
     ]
 )
 
+# Stage 8: a trained model's learning curve, one row per epoch. Loss columns of a task the
+# model does not train are null; weights are exp(-log variance), 1.0 for a lone task.
+LEARNING_CURVE = pa.schema(
+    [
+        ("model", STR),  # asset name, e.g. model_multitask_mlm_irle
+        ("version", STR),  # mlm_irle / mlm_irle_gr
+        ("task", STR),  # multitask / ir / le
+        ("epoch", pa.int32()),
+        ("train_loss", pa.float64()),  # unweighted sum of the task losses
+        ("train_objective", pa.float64()),  # the weighted loss that was optimised
+        ("val_loss", pa.float64()),  # unweighted sum; the best checkpoint is chosen by it
+        ("train_retrieval", pa.float64()),
+        ("train_location_image", pa.float64()),
+        ("train_location_text", pa.float64()),
+        ("val_retrieval", pa.float64()),
+        ("val_location_image", pa.float64()),
+        ("val_location_text", pa.float64()),
+        ("weight_retrieval", pa.float64()),
+        ("weight_location_image", pa.float64()),
+        ("weight_location_text", pa.float64()),
+        ("best", pa.bool_()),  # the epoch whose weights are in the checkpoint
+        ("checkpoint", STR),  # path of the best checkpoint, relative to the storage root
+    ]
+)
+
+# Stage 9: the paper's Table 3 (retrieval) and Table 4 (location), long form.
+RETRIEVAL_RESULTS = pa.schema(
+    [
+        ("version", STR),
+        ("system", STR),  # multitask / single-task
+        ("direction", STR),  # image->text / text->image
+        ("medr", pa.float64()),  # mean over the subsets of the median rank (ties pessimistic)
+        ("medr_std", pa.float64()),  # its standard deviation over the subsets
+        ("r1", pa.float64()),
+        ("r5", pa.float64()),
+        ("r10", pa.float64()),
+        ("subset_size", pa.int32()),
+        ("n_subsets", pa.int32()),
+        ("n_test", pa.int32()),  # test entities with features
+        ("model", STR),
+        ("best_epoch", pa.int32()),
+    ]
+)
+LOCATION_RESULTS = pa.schema(
+    [
+        ("version", STR),
+        ("system", STR),  # multitask / single-task
+        ("input", STR),  # image / text
+        ("precision", pa.float64()),  # support-weighted, top-1 cell
+        ("recall", pa.float64()),
+        ("f1", pa.float64()),
+        ("within_1km", pa.float64()),  # share within the distance, from the predicted cell's mean coordinates
+        ("within_25km", pa.float64()),
+        ("within_200km", pa.float64()),
+        ("within_750km", pa.float64()),
+        ("within_2500km", pa.float64()),
+        ("n_test", pa.int32()),
+        ("model", STR),
+        ("best_epoch", pa.int32()),
+    ]
+)
+
 SORT_KEYS: dict[str, list[str]] = {
     "settlement_classes": ["qid"],
     "entities": ["qid"],
@@ -137,6 +199,9 @@ SORT_KEYS: dict[str, list[str]] = {
     "mlm_irle_gr_cells": ["cell"],
     "version_dropouts": ["qid", "item", "stage", "reason"],
     "dataset_stats": ["row"],
+    "learning_curve": ["epoch"],
+    "retrieval_results": ["version", "system", "direction"],
+    "location_results": ["version", "system", "input"],
 }
 
 
