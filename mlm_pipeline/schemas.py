@@ -121,6 +121,16 @@ DATASET_STATS = pa.schema(
     ]
 )
 
+# What changed between a release and the one before it (ops: release_diff).
+RELEASE_DIFF = pa.schema(
+    [
+        ("qid", STR),
+        ("change", STR),  # added / removed / changed
+        ("fields", STRS),  # for "changed": which of coordinates, classes, images, summaries; sorted
+        ("previous_release", STR),  # the release compared against; null for the first release
+    ]
+)
+
 # Stage 8: a trained model's learning curve, one row per epoch. Loss columns of a task the
 # model does not train are null; weights are exp(-log variance), 1.0 for a lone task.
 LEARNING_CURVE = pa.schema(
@@ -199,6 +209,7 @@ SORT_KEYS: dict[str, list[str]] = {
     "mlm_irle_gr_cells": ["cell"],
     "version_dropouts": ["qid", "item", "stage", "reason"],
     "dataset_stats": ["row"],
+    "release_diff": ["qid"],
     "learning_curve": ["epoch"],
     "retrieval_results": ["version", "system", "direction"],
     "location_results": ["version", "system", "input"],

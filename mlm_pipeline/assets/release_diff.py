@@ -1,0 +1,71 @@
+"""Release diff: the entities added, removed and changed since the previous release.
+
+The previous release is the latest earlier ``release`` partition whose ``entities`` were
+materialised; its tables are read from the paths the Parquet IO manager recorded for them, so
+the diff compares against exactly what was stored, wherever that was.
+"""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterInstance, MetadataValue, asset
+
+from mlm_pipeline.diff import diff_counts, diff_releases, entity_views, previous_release
+from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
+
+
+def stored_table(instance: DagsterInstance, asset_name: str, key: str) -> pa.Table | None:
+    """The table last materialised for ``asset_name`` and release ``key``; None if never."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    entry = materialization.metadata.get("path") if materialization else None
+    if entry is None:
+        raise FileNotFoundError(f"{asset_name} for release {key} was materialised without a recorded path")
+    path = Path(str(entry.value))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{asset_name} for release {key} was stored at {path}, which is gone: "
+            f"rematerialise {asset_name} for {key} to compare against it"
+        )
+    return pq.read_table(path)
+
+
+@asset(
+    partitions_def=release_partitions,
+    code_version="1",
+    description="Entities added, removed and changed (coordinates, classes, images, summaries) "
+    "against the previous release.",
+)
+def release_diff(context: AssetExecutionContext, entities: pa.Table, summaries: pa.Table) -> pa.Table:
+    key = context.partition_key
+    instance = context.instance
+    previous = previous_release(
+        key,
+        instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME),
+        instance.get_materialized_partitions(AssetKey("entities")),
+    )
+    before = None
+    summaries_compared = True
+    if previous is not None:
+        old_entities = stored_table(instance, "entities", previous)
+        assert old_entities is not None  # previous_release only returns materialised releases
+        old_summaries = stored_table(instance, "summaries", previous)
+        summaries_compared = old_summaries is not None
+        before = entity_views(old_entities, old_summaries)
+        context.log.info(f"release {key}: comparing {entities.num_rows} entities with {previous}'s {old_entities.num_rows}")
+    else:
+        context.log.info(f"release {key}: no earlier release with entities; everything is added")
+    diff = diff_releases(entity_views(entities, summaries), before, previous)
+    context.add_output_metadata(
+        {
+            "previous_release": MetadataValue.text(previous or "none (first release)"),
+            "summaries_compared": summaries_compared,
+            **diff_counts(diff, entities.num_rows),
+        }
+    )
+    return diff
