@@ -1,0 +1,233 @@
+"""Seeded training with validation every epoch and the best checkpoint kept.
+
+Reproducibility: ``torch.manual_seed(seed)`` fixes the initial weights and the dropout masks;
+one ``torch.Generator`` seeded with the same seed draws, in a fixed order, the epoch's entity
+order, each entity's image and each batch's negative pairs. On CPU the same data and settings
+give the same losses bit for bit. (On CUDA, cuDNN's LSTM kernels may differ in the last bits.)
+
+Validation loss is the *unweighted* sum of the task losses, on the validation split with each
+entity's first image and a fixed set of negative pairs, so that it is comparable across epochs
+while the task weights move; the best checkpoint is chosen by it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mlm_pipeline.model.data import SplitData, VersionData
+from mlm_pipeline.model.losses import Objective, sample_pairs
+from mlm_pipeline.model.networks import MLMNet, ModelShape, Task
+
+LOG = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The paper's hyperparameters (section 6.1) as defaults."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-4
+    dropout: float = 0.1
+    emb_dim: int = 1024
+    seed: int = 1234
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (negative pairs need two entities), got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float  # unweighted sum of task losses, mean over the epoch's samples
+    train_objective: float  # the weighted loss that was optimised
+    val_loss: float  # unweighted sum of task losses on the validation split
+    train_losses: dict[str, float]
+    val_losses: dict[str, float]
+    weights: dict[str, float]  # exp(-log variance) per task at the end of the epoch
+    seconds: float = field(compare=False)
+    samples_per_s: float = field(compare=False)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val_loss: float
+    checkpoint: Path
+    shape: ModelShape
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def check_optimised(objective: Objective, optimiser: torch.optim.Optimizer) -> None:
+    """Every trainable parameter, the task log variances included, must reach the optimiser."""
+    given = {id(p) for group in optimiser.param_groups for p in group["params"]}
+    missing = [name for name, p in objective.named_parameters() if p.requires_grad and id(p) not in given]
+    if missing:
+        raise RuntimeError(f"parameters not given to the optimiser: {missing}")
+
+
+def _batches(n: int, batch_size: int) -> range:
+    return range(0, n, batch_size)
+
+
+def _validate(objective: Objective, split: SplitData, batch_size: int, seed: int, device: torch.device) -> dict[str, float]:
+    generator = torch.Generator().manual_seed(seed)
+    images = split.first_images()
+    sums = torch.zeros(len(objective.names), dtype=torch.float64, device=device)
+    objective.eval()
+    with torch.no_grad():
+        for start in _batches(len(split), batch_size):
+            rows = slice(start, start + batch_size)
+            n = len(split.qids[rows])
+            pairs = sample_pairs(n, generator)
+            _, losses = objective(images[rows], split.summary[rows], split.classes[rows], split.cell[rows], pairs)
+            sums += torch.stack([losses[name] for name in objective.names]).double() * n
+    values = (sums / len(split)).cpu().tolist()
+    return dict(zip(objective.names, values))
+
+
+def save_checkpoint(path: Path, net: MLMNet, payload: dict[str, object]) -> None:
+    """Atomically, so a killed run never leaves a half-written best checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"shape": net.shape.to_dict(), "state_dict": net.state_dict(), **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[MLMNet, dict[str, object]]:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model checkpoint {path} does not exist: train the model for this release first")
+    payload = torch.load(path, map_location=device, weights_only=True)
+    net = MLMNet(ModelShape(**payload["shape"]))
+    net.load_state_dict(payload["state_dict"])
+    return net.to(device).eval(), payload
+
+
+def train(
+    data: VersionData,
+    task: Task,
+    settings: TrainSettings,
+    checkpoint: Path,
+    extra: dict[str, object] | None = None,
+    log: logging.Logger | logging.LoggerAdapter = LOG,
+) -> TrainResult:
+    """Train ``task`` on ``data``'s train split; the best epoch's weights end up in ``checkpoint``.
+
+    ``extra`` is stored in the checkpoint beside the weights (e.g. the evaluation protocol).
+    """
+    train_split, val_split = data.splits["train"], data.splits["val"]
+    for name, split in (("train", train_split), ("val", val_split)):
+        if len(split) == 0:
+            raise ValueError(f"{data.version}: the {name} split has no entities with features")
+    if task != "ir" and data.n_cells < 2:
+        raise ValueError(f"{data.version}: location estimation needs at least 2 geo-cells, found {data.n_cells}")
+    device = resolve_device(settings.device)
+    shape = ModelShape(
+        task=task,
+        image_dim=data.image_dim,
+        text_dim=data.text_dim,
+        class_dim=data.class_dim,
+        n_cells=data.n_cells,
+        emb_dim=settings.emb_dim,
+        dropout=settings.dropout,
+    )
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    objective = Objective(MLMNet(shape)).to(device)
+    optimiser = torch.optim.Adam(objective.parameters(), lr=settings.lr)
+    check_optimised(objective, optimiser)
+    train_split, val_split = train_split.to(device), val_split.to(device)
+    n = len(train_split)
+    names = objective.names
+    log.info(
+        "training %s on %s: %d train / %d val entities, %d cells, %d epochs, batch %d, device %s",
+        task, data.version, n, len(val_split), data.n_cells, settings.epochs, settings.batch_size, device,
+    )
+
+    history: list[EpochRecord] = []
+    best_epoch, best_val = 0, math.inf
+    for epoch in range(1, settings.epochs + 1):
+        started = last_report = time.perf_counter()
+        objective.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        image_rows = train_split.image_rows(generator).to(device)
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
+        for batch_no, start in enumerate(_batches(n, settings.batch_size)):
+            index = order[start : start + settings.batch_size]
+            pairs = sample_pairs(len(index), generator)
+            loss, losses = objective(
+                train_split.images[image_rows[index]],
+                train_split.summary[index],
+                train_split.classes[index],
+                train_split.cell[index],
+                pairs,
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            parts = torch.stack([loss.detach()] + [losses[name].detach() for name in names])
+            sums += parts.double() * len(index)
+            now = time.perf_counter()
+            if now - last_report >= PROGRESS_EVERY_S:
+                done = min(n, start + settings.batch_size)
+                log.info("epoch %d: %d/%d samples, %.0f samples/s", epoch, done, n, done / (now - started))
+                last_report = now
+        means = (sums / n).cpu().tolist()
+        train_losses = dict(zip(names, means[1:]))
+        val_losses = _validate(objective, val_split, settings.batch_size, settings.seed + 1, device)
+        seconds = time.perf_counter() - started
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=sum(train_losses.values()),
+            train_objective=means[0],
+            val_loss=sum(val_losses.values()),
+            train_losses=train_losses,
+            val_losses=val_losses,
+            weights=objective.weighting.weights(),
+            seconds=seconds,
+            samples_per_s=n / seconds,
+        )
+        history.append(record)
+        improved = record.val_loss < best_val
+        if improved:
+            best_epoch, best_val = epoch, record.val_loss
+            save_checkpoint(
+                checkpoint,
+                objective.net,
+                {"task": task, "version": data.version, "epoch": epoch, "val_loss": record.val_loss,
+                 "settings": asdict(settings), "extra": extra or {}},
+            )
+        log.info(
+            "epoch %d/%d: train %.4f (objective %.4f), val %.4f%s, weights %s, %.1f s, %.0f samples/s",
+            epoch, settings.epochs, record.train_loss, record.train_objective, record.val_loss,
+            " (best)" if improved else "", {k: round(v, 3) for k, v in record.weights.items()},
+            seconds, record.samples_per_s,
+        )
+    if best_epoch == 0:
+        raise RuntimeError(f"{task} on {data.version}: the validation loss was never finite; no checkpoint kept")
+    return TrainResult(history, best_epoch, best_val, checkpoint, shape)
