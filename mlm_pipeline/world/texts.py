@@ -75,7 +75,21 @@ KIND_NOUNS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {  # en label -
     "spa town": (("Kurort", "m"), ("station thermale", "f")),
     "rural settlement": (("ländliche Siedlung", "f"), ("localité rurale", "f")),
     "urban settlement": (("städtische Siedlung", "f"), ("localité urbaine", "f")),
-    "lunar settlement": (("Mondsiedlung", "f"), ("colonie lunaire", "f")),
+    "comune of Italy": (("italienische Gemeinde", "f"), ("commune d'Italie", "f")),
+    "municipality of Spain": (("Gemeinde in Spanien", "f"), ("municipalité d'Espagne", "f")),
+    "municipality of Switzerland": (("politische Gemeinde der Schweiz", "f"), ("commune de Suisse", "f")),
+    "municipality of Austria": (("Gemeinde in Österreich", "f"), ("commune d'Autriche", "f")),
+    "municipality of the Netherlands": (("Gemeinde in den Niederlanden", "f"), ("commune des Pays-Bas", "f")),
+    "municipality of the Czech Republic": (("Gemeinde in Tschechien", "f"), ("commune de Tchéquie", "f")),
+    "village of Poland": (("Dorf in Polen", "n"), ("village de Pologne", "m")),
+    "town of the United States": (("Town in den Vereinigten Staaten", "f"), ("town des États-Unis", "f")),
+    "city of the United States": (("City in den Vereinigten Staaten", "f"), ("ville des États-Unis", "f")),
+    "city with millions of inhabitants": (("Millionenstadt", "f"), ("ville millionnaire", "f")),
+    "city or town": (("Stadt", "f"), ("ville", "f")),
+    "global city": (("Weltstadt", "f"), ("ville mondiale", "f")),
+    "megacity": (("Megastadt", "f"), ("mégapole", "f")),
+    "neighborhood": (("Stadtviertel", "n"), ("quartier", "m")),
+    "castle": (("Burg", "f"), ("château fort", "m")),
 }
 FALLBACK_KIND = {"de": ("Ortschaft", "f"), "fr": ("localité", "f")}
 
@@ -88,7 +102,7 @@ class PlaceFacts:
     name: str
     kind_en: str  # English class label, e.g. "city"
     country_code: str  # ISO 3166-1 alpha-2, "" when unknown
-    country_en: str  # English country name, "" when unknown
+    country: dict[str, str]  # the country's name per language ("en" at least), empty when unknown
     lat: float | None
     lon: float | None
     population: int | None = None
@@ -118,20 +132,30 @@ def _coord(value: float, lang: str, pos: str, neg: str) -> str:
 
 
 def _country(facts: PlaceFacts, lang: str) -> str:
+    english = facts.country.get("en", "")
+    own = facts.country.get(lang, "")
+    if own and (own != english or lang == "en"):
+        return own
     names = COUNTRY_NAMES.get(facts.country_code)
-    if lang == "de" and names:
-        return names[0]
-    if lang == "fr" and names:
-        return names[1]
-    return facts.country_en
+    if names and lang in ("de", "fr"):
+        return names[0] if lang == "de" else names[1]
+    return own or english
 
 
 def _article_en(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+_KIND_NOUNS_LOWER = {label.lower(): nouns for label, nouns in KIND_NOUNS.items()}
+
+
+def _names_country(facts: PlaceFacts) -> bool:
+    """Kinds like "commune of France" already say the country; the text must not say it twice."""
+    return " of " in facts.kind_en
+
+
 def _kind(facts: PlaceFacts, lang: str) -> tuple[str, str]:
-    nouns = KIND_NOUNS.get(facts.kind_en.lower())
+    nouns = _KIND_NOUNS_LOWER.get(facts.kind_en.lower())
     if lang == "de":
         return nouns[0] if nouns else FALLBACK_KIND["de"]
     return nouns[1] if nouns else FALLBACK_KIND["fr"]
@@ -139,7 +163,8 @@ def _kind(facts: PlaceFacts, lang: str) -> tuple[str, str]:
 
 def _en(f: PlaceFacts) -> str:
     kind = f.kind_en or "settlement"
-    where = ", ".join(part for part in (f.admin, f.country_en) if part)
+    country = "" if _names_country(f) else _country(f, "en")
+    where = ", ".join(part for part in (f.admin, country) if part)
     lat_lon = (
         f"{_coord(f.lat, 'en', 'N', 'S')} {_coord(f.lon, 'en', 'E', 'W')}"
         if f.lat is not None and f.lon is not None
@@ -149,7 +174,7 @@ def _en(f: PlaceFacts) -> str:
         f"{f.name} is {_article_en(kind)} {kind}" + (f" in {where}" if where else "") + ".",
         f"{f.name} is {_article_en(kind)} {kind}" + (f" located in {where}" if where else "") + ".",
         f"{f.name}" + (f" ({f.admin})" if f.admin else "") + f" is {_article_en(kind)} {kind}"
-        + (f" of {f.country_en}" if f.country_en else "") + ".",
+        + (f" of {country}" if country else "") + ".",
     ]
     sentences = [openings[_pick(f.key, "en", len(openings))]]
     if f.population:
@@ -168,8 +193,8 @@ def _en(f: PlaceFacts) -> str:
             + ".",
         ]
         sentences.append(where_sentences[_pick(f.key, "en", len(where_sentences), "geo")])
-    if f.admin and f.country_en and _pick(f.key, "en", 2, "admin"):
-        sentences.append(f"{f.admin} is one of the administrative divisions of {f.country_en}.")
+    if f.admin and country and _pick(f.key, "en", 2, "admin"):
+        sentences.append(f"{f.admin} is one of the administrative divisions of {country}.")
     return " ".join(sentences)
 
 
@@ -177,7 +202,7 @@ def _de(f: PlaceFacts) -> str:
     noun, gender = _kind(f, "de")
     article = {"f": "eine", "m": "ein", "n": "ein"}[gender]
     pronoun = {"f": "Sie", "m": "Er", "n": "Es"}[gender]
-    country = _country(f, "de")
+    country = "" if _names_country(f) else _country(f, "de")
     where_parts = [part for part in (f.admin, country) if part]
     lat_lon = (
         f"{_coord(f.lat, 'de', 'N', 'S')}, {_coord(f.lon, 'de', 'O', 'W')}"
@@ -188,7 +213,7 @@ def _de(f: PlaceFacts) -> str:
         f"{f.name} ist {article} {noun}" + (f" in {', '.join(where_parts)}" if where_parts else "") + ".",
         f"{f.name} ist {article} {noun}" + (f" im Gebiet {f.admin}" if f.admin else "")
         + (f" ({country})" if country else "") + ".",
-        f"Die {noun if gender == 'f' else 'Ortschaft'} {f.name} liegt" + (f" in {country}" if country else "")
+        f"{f.name} ist {article} {noun}" + (f", gelegen in {country}" if country else "")
         + (f", Verwaltungseinheit {f.admin}" if f.admin else "") + ".",
     ]
     sentences = [openings[_pick(f.key, "de", len(openings))]]
@@ -212,7 +237,7 @@ def _de(f: PlaceFacts) -> str:
 def _fr(f: PlaceFacts) -> str:
     noun, gender = _kind(f, "fr")
     article = "une" if gender == "f" else "un"
-    country = _country(f, "fr")
+    country = "" if _names_country(f) else _country(f, "fr")
     prep = FR_COUNTRY_PREPOSITION.get(f.country_code, "en")
     in_country = f"{prep} {country}" if country else ""
     lat_lon = (
@@ -240,7 +265,8 @@ def _fr(f: PlaceFacts) -> str:
         geo = [
             f"Ses coordonnées géographiques sont {lat_lon}.",
             f"La localité se trouve à {lat_lon}.",
-            f"Elle est située dans l'hémisphère {'nord' if (f.lat or 0) >= 0 else 'sud'}, à {lat_lon}.",
+            f"{'Elle est située' if gender == 'f' else 'Il est situé'} dans l'hémisphère "
+            f"{'nord' if (f.lat or 0) >= 0 else 'sud'}, à {lat_lon}.",
         ]
         sentences.append(geo[_pick(f.key, "fr", len(geo), "geo")])
     return " ".join(sentences)
