@@ -1,0 +1,1 @@
+"""Polite, resumable downloads from Wikimedia (or the embedded world): summaries and images."""
