@@ -80,9 +80,9 @@ def check_languages(field: str, values: Sequence[object], allowed: Sequence[str]
     return list(values)  # type: ignore[arg-type]
 
 
-def check_positive(field: str, value: object, most: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
-        raise ConfigError(f"{field}={value!r} must be a whole number from 1 to {most}")
+def check_int(field: str, value: object, least: int, most: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+        raise ConfigError(f"{field}={value!r} must be a whole number from {least} to {most}")
     return value
 
 
@@ -98,11 +98,11 @@ def check_endpoint(field: str, value: object) -> str:
 # ---------------------------------------------------------------- values read back
 
 
-def qid_of(term_value: str, query: Query) -> str:
-    """The QID of an item IRI from an answer; anything else is a malformed answer."""
+def qid_of(term_value: str, source: str) -> str:
+    """The QID of an item IRI from an answer; anything else is a malformed answer from ``source``."""
     if term_value.startswith(WD) and QID_RE.fullmatch(term_value[len(WD) :]):
         return term_value[len(WD) :]
-    raise QueryFailed(f"query {query.label}: expected a Wikidata item IRI, got {term_value[:100]!r}")
+    raise QueryFailed(f"{source}: expected a Wikidata item IRI, got {term_value[:100]!r}")
 
 
 def maybe_qid(term_value: str) -> str | None:
@@ -176,20 +176,21 @@ def candidates_query(classes: Sequence[str], after: str | None, limit: int) -> Q
 
 
 def coordinates_query(items: Sequence[str], limit: int, offset: int) -> Query:
-    """Every coordinate statement with its globe, so that Moon or Mars positions are seen as such."""
+    """Every coordinate statement with its rank and globe: which one places the entity is a rule
+    of ours (see ``extraction.placed_at``), not something to leave to ``wdt:P625``."""
     text = (
         PREFIXES
-        + "SELECT DISTINCT ?item ?statement ?globe ?lat ?lon WHERE {\n"
+        + "SELECT DISTINCT ?item ?statement ?rank ?globe ?lat ?lon WHERE {\n"
         + f"  {_values('item', items)}\n"
         + "  ?item p:P625 ?statement .\n"
         + "  ?statement psv:P625 ?value .\n"
-        + "  FILTER NOT EXISTS { ?statement wikibase:rank wikibase:DeprecatedRank }\n"
         + "  ?value wikibase:geoLatitude ?lat ; wikibase:geoLongitude ?lon .\n"
+        + "  OPTIONAL { ?statement wikibase:rank ?rank }\n"
         + "  OPTIONAL { ?value wikibase:geoGlobe ?globe }\n"
-        + "}\nORDER BY ?item ?statement ?globe ?lat ?lon\n"
+        + "}\nORDER BY ?item ?statement ?rank ?globe ?lat ?lon\n"
         + f"LIMIT {limit} OFFSET {offset}"
     )
-    return Query("entities.coordinates", text, ("item", "statement", "globe", "lat", "lon"))
+    return Query("entities.coordinates", text, ("item", "statement", "rank", "globe", "lat", "lon"))
 
 
 def images_query(items: Sequence[str], properties: Sequence[str], limit: int, offset: int) -> Query:
@@ -348,7 +349,7 @@ def iter_candidates(
                         "its ORDER BY does not follow STR() order, so keyset paging would be unsafe"
                     )
                 previous = iri
-            qids = [qid_of(iri, query) for iri in iris]
+            qids = [qid_of(iri, f'query {query.label}') for iri in iris]
             if progress is not None:
                 progress.add(done=len(qids), rows=len(page), pages=1)
             yield from qids
@@ -383,3 +384,19 @@ def release_key(version: str) -> str:
     if not match:
         raise ValueError(f"dataset version {version!r} is not an xsd:dateTime like 2026-01-05T00:00:00Z")
     return match.group(1)
+
+
+def check_release(version: str, partition_key: str, mismatch_allowed: bool) -> str:
+    """The endpoint must serve the release being built, or a run would mislabel its data.
+
+    Live Wikidata moves on every minute, so a build from it may opt out of the check; the
+    embedded world and a dump are fixed and must match.
+    """
+    served = release_key(version)
+    if served != partition_key and not mismatch_allowed:
+        raise ValueError(
+            f"the endpoint serves dataset version {version} (release {served}), but the run builds "
+            f"release {partition_key}: register and build release {served}, point the source at the "
+            f"dump of release {partition_key}, or (live or own endpoints only) set allow_version_mismatch"
+        )
+    return served
