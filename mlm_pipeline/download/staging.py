@@ -1,0 +1,147 @@
+"""Download progress kept on disk, one Parquet shard per finished batch, so a killed run resumes.
+
+Every finished batch writes its failures shard and then its results shard, each atomically
+(temporary file, then rename); a batch counts as stored only once its results shard exists, so a
+kill at any moment loses at most the batches in flight. Shard names are a sequence number and a
+hash of the batch's keys, never anything taken from the data (file names from the graph cannot
+reach the file system). On restart the stored keys are skipped; failures whose trouble was
+transient (retries ran out on 429s, timeouts, ...) are tried again, permanent ones (404, missing
+page, too large) are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mlm_pipeline.download.progress import Progress
+from mlm_pipeline.parquet_io import write_parquet
+
+STR = pa.string()
+
+STAGED_FAILURES = pa.schema(
+    [
+        ("key", STR),
+        ("reason", STR),
+        ("detail", STR),
+        ("transient", pa.bool_()),  # retries ran out on trouble a later run may not meet
+    ]
+)
+
+K = TypeVar("K")
+
+
+@dataclass
+class BatchOutcome:
+    results: pa.Table  # the stage's staged schema; its "key" column names the item
+    failures: pa.Table  # STAGED_FAILURES
+
+
+@dataclass
+class Stored:
+    results: pa.Table  # one row per key
+    failures: pa.Table  # one row per key not in results: the latest failure
+
+
+class Staging:
+    """The shards of one download (one release, one configuration) in one folder."""
+
+    def __init__(self, folder: Path, result_schema: pa.Schema) -> None:
+        if result_schema.names[0] != "key":
+            raise ValueError("a staged result schema starts with its 'key' column")
+        self.folder = folder
+        self.result_schema = result_schema
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._next = 1 + max((self._seq(p) for p in self._result_paths()), default=0)
+
+    @staticmethod
+    def _seq(path: Path) -> int:
+        return int(path.name.split("-", 1)[0])
+
+    def _result_paths(self) -> list[Path]:
+        return sorted(self.folder.glob("*.results.parquet"), key=self._seq)
+
+    def load(self) -> Stored:
+        """Everything stored so far; a key's later failure supersedes its earlier one."""
+        results, failures = [], []
+        for path in self._result_paths():
+            results.append(pq.read_table(path, schema=self.result_schema))
+            failures.append(pq.read_table(path.with_name(path.name.replace(".results.", ".failures.")),
+                                          schema=STAGED_FAILURES))
+        result = pa.concat_tables([self.result_schema.empty_table(), *results])
+        # A key is only fetched while it has no result, so duplicates cannot arise from one
+        # writer; keep the first anyway so that two racing writers still give one row per key.
+        result = _first_per_key(result)
+        failure = pa.concat_tables([STAGED_FAILURES.empty_table(), *failures])
+        failure = _first_per_key(failure.take(pa.array(range(failure.num_rows - 1, -1, -1), pa.int64())))
+        failure = failure.filter(pc.invert(pc.is_in(failure["key"], value_set=result["key"])))
+        return Stored(result, failure)
+
+    def write(self, outcome: BatchOutcome) -> None:
+        keys = sorted([*outcome.results["key"].to_pylist(), *outcome.failures["key"].to_pylist()])
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        stem = f"{self._next:06d}-{digest}"
+        self._next += 1
+        write_parquet(outcome.failures.cast(STAGED_FAILURES), self.folder / f"{stem}.failures.parquet")
+        write_parquet(outcome.results.cast(self.result_schema), self.folder / f"{stem}.results.parquet")
+
+
+def pending_keys(wanted: Sequence[str], stored: Stored) -> list[str]:
+    """Keys still to fetch: neither a result nor a permanent failure stored, in ``wanted``'s order."""
+    done = set(stored.results["key"].to_pylist())
+    failures = stored.failures.to_pydict()
+    done.update(k for k, transient in zip(failures["key"], failures["transient"]) if not transient)
+    return [k for k in wanted if k not in done]
+
+
+def _first_per_key(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    indices = table.append_column("_i", pa.array(range(table.num_rows), pa.int64())) \
+        .group_by("key", use_threads=False).aggregate([("_i", "min")])["_i_min"]
+    return table.take(pc.sort_indices(indices))
+
+
+class BatchRunner(Generic[K]):
+    """Runs batches with a bounded number in flight, storing each as soon as it finishes.
+
+    The hosts' own gates bound the requests; ``parallel`` bounds how much work a kill can lose
+    and how much memory unfinished batches hold.
+    """
+
+    def __init__(self, staging: Staging, progress: Progress, parallel: int) -> None:
+        self.staging = staging
+        self.progress = progress
+        self.parallel = parallel
+
+    async def run(self, batches: Sequence[K], work: Callable[[K], Awaitable[BatchOutcome]]) -> None:
+        queue: asyncio.Queue[K] = asyncio.Queue()
+        for batch in batches:
+            queue.put_nowait(batch)
+
+        async def worker() -> None:
+            while not queue.empty():
+                outcome = await work(queue.get_nowait())
+                self.staging.write(outcome)
+                self.progress.add(done=outcome.results.num_rows, failed=outcome.failures.num_rows)
+
+        self.progress.log(self.progress.line())
+        reporter = asyncio.create_task(self.progress.report_every())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.parallel, len(batches))):
+                    group.create_task(worker())
+        finally:
+            reporter.cancel()
+        self.progress.log(self.progress.line())
+
+
+def chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
