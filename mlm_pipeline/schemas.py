@@ -193,6 +193,25 @@ LOCATION_RESULTS = pa.schema(
     ]
 )
 
+# Stage 7: features, one fixed-size float32 vector per row, so that training turns a whole table
+# into one matrix without per-sample file I/O. Image vectors are the paper's 2048 + 2048 joined
+# descriptors; text vectors have the text encoder's width (384 for the default MiniLM, 768 for BERT).
+IMAGE_FEATURE_DIM = 4096
+IMAGE_FEATURES = pa.schema(
+    [("qid", STR), ("file_name", STR), ("vector", pa.list_(pa.float32(), IMAGE_FEATURE_DIM))]
+)
+
+
+def text_features_schema(dim: int) -> pa.Schema:
+    """One vector per summary (entity and language): chunk vectors averaged."""
+    return pa.schema([("qid", STR), ("lang", STR), ("vector", pa.list_(pa.float32(), dim))])
+
+
+def class_features_schema(dim: int) -> pa.Schema:
+    """One vector per triple class: its English label encoded (its QID when it has no label)."""
+    return pa.schema([("qid", STR), ("label", STR), ("vector", pa.list_(pa.float32(), dim))])
+
+
 SORT_KEYS: dict[str, list[str]] = {
     "settlement_classes": ["qid"],
     "entities": ["qid"],
@@ -213,6 +232,10 @@ SORT_KEYS: dict[str, list[str]] = {
     "mlm_irle_gr_cells": ["cell"],
     "version_dropouts": ["qid", "item", "stage", "reason"],
     "dataset_stats": ["row"],
+    "image_features": ["qid", "file_name"],
+    "image_feature_dropouts": ["qid", "item", "stage", "reason"],
+    "text_features": ["qid", "lang"],
+    "class_features": ["qid"],
     "release_diff": ["qid"],
     "learning_curve": ["epoch"],
     "retrieval_results": ["version", "system", "direction"],
