@@ -119,7 +119,9 @@ def test_bad_coordinates_are_refused_with_their_entities():
         build_cells(["Q1", "Q1"], np.array([1.0, 2.0]), np.array([2.0, 3.0]))
 
 
-@pytest.mark.parametrize("kwargs", [dict(start_level=5, max_level=4), dict(max_level=31), dict(t_min=600), dict(t_min=0)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(start_level=5, max_level=4), dict(max_level=31), dict(t_min=600), dict(t_min=0)]
+)
 def test_impossible_parameters_are_refused(kwargs):
     with pytest.raises(ValueError, match="geo-cell"):
         CellParams(**kwargs)

@@ -35,12 +35,15 @@ CLASSES = ["Q515", "Q532", "Q3957", "Q747074", "Q484170", "Q1549591"]
 LANGS = ["de", "en", "fr"]
 CELLS = CellParams(start_level=2, max_level=10, t_max=100, t_min=5)
 GR_TOTAL = 2000
+UPSTREAM = ("entities", "summaries", "images", "images_filtered")
 
 
 def expected_fate(k: int) -> str:
     """How entity k is planted to fare: the reason it leaves, or 'kept'."""
     if k % 17 == 0:
         return "no_image"
+    if k % 31 == 0:
+        return "corrupt_only"
     if k % 19 == 0:
         return "no_summary"
     if k % 23 == 0:
@@ -75,24 +78,31 @@ def upstream():
             for lang in langs:
                 text = "" if fate == "empty_summary" else f"{place['name']} is a settlement."
                 summaries.append(dict(qid=qid, lang=lang, title=place["name"], text=text))
-        if fate != "no_image":
+        if fate == "corrupt_only" or k % 5 == 0:  # bytes that are no image: never counted
+            images.append(dict(qid=qid, file_name=f"{qid} broken.jpg", url="http://127.0.0.1/b", sha256="1" * 64,
+                               format=None, width=None, height=None, n_bytes=3, license="", attribution="",
+                               content=b"xyz"))
+        if fate not in ("no_image", "corrupt_only"):
             rasters = [] if fate == "svg_only" else files[:-1]
             for name in rasters + [files[-1]]:
                 fmt = "SVG" if name.endswith(".svg") else "JPEG"
                 images.append(dict(qid=qid, file_name=name, url=f"http://127.0.0.1/{name}", sha256="0" * 64,
-                                   format=fmt, width=8, height=8, n_bytes=3, license="CC0", attribution="", content=b"abc"))
-        truth[qid] = dict(fate=fate, country=place["countrycode"], langs=langs, n_raster=0 if fate == "svg_only" else len(files) - 1,
+                                   format=fmt, width=8, height=8, n_bytes=3, license="CC0", attribution="",
+                                   content=b"abc"))
+        truth[qid] = dict(fate=fate, country=place["countrycode"], langs=langs,
+                          n_raster=0 if fate == "svg_only" else len(files) - 1,
                           n_all=len(files) if fate != "svg_only" else 1, lat=place["latitude"], lon=place["longitude"])
     entities_t = schemas.sort_table(pa.Table.from_pylist(entities, schema=schemas.ENTITIES), "entities")
     images_t = schemas.sort_table(pa.Table.from_pylist(images, schema=schemas.IMAGES), "images")
-    filtered_t = images_t.filter(pa.compute.not_equal(images_t.column("format"), "SVG"))
+    filtered_t = images_t.filter(pa.compute.is_in(images_t.column("format"), pa.array(["JPEG"])))
     summaries_t = schemas.sort_table(pa.Table.from_pylist(summaries, schema=schemas.SUMMARIES), "summaries")
     return dict(entities=entities_t, summaries=summaries_t, images=images_t, images_filtered=filtered_t, truth=truth)
 
 
 @pytest.fixture(scope="module")
 def built(upstream):
-    mlm = build_mlm(upstream["entities"], upstream["summaries"], upstream["images"], geocoder(15000))
+    mlm = build_mlm(upstream["entities"], upstream["summaries"], upstream["images"], upstream["images_filtered"],
+                    geocoder(15000))
     members = cell_inputs(upstream["entities"], upstream["summaries"], upstream["images_filtered"])
     cells = build_cells(members.column("qid").to_pylist(), members.column("lat").to_numpy(),
                         members.column("lon").to_numpy(), CELLS)
@@ -113,7 +123,7 @@ def test_mlm_keeps_entities_with_a_download_and_a_summary(upstream, built):
         assert row["continent"] == countries()[t["country"]].continent
         assert row["cell"] is None
     reasons = {(d["qid"], d["reason"]) for d in built["mlm"].dropouts.to_pylist()}
-    expected = {(q, "no_image") for q, t in truth.items() if t["fate"] == "no_image"}
+    expected = {(q, "no_image") for q, t in truth.items() if t["fate"] in ("no_image", "corrupt_only")}
     expected |= {(q, "no_summary") for q, t in truth.items() if t["fate"] in ("no_summary", "empty_summary")}
     assert reasons == expected
 
@@ -158,7 +168,8 @@ def test_gr_quotas_follow_population_shares_and_short_countries_take_all(upstrea
         assert quota.available == available[code] and quota.taken == min(quota.wanted, available[code])
     assert any(q.taken < q.wanted for q in gr.quotas) and any(q.available > q.wanted for q in gr.quotas)
 
-    sampled = [d["qid"] for d in gr.dropouts.to_pylist() if d["reason"] == "sparse_cell"] + gr.table.column("qid").to_pylist()
+    sampled = [d["qid"] for d in gr.dropouts.to_pylist() if d["reason"] == "sparse_cell"]
+    sampled += gr.table.column("qid").to_pylist()
     by_country = Counter(truth[q]["country"] for q in sampled)
     assert by_country == Counter({c: q.taken for c, q in quotas.items() if q.taken})
     outside = {d["qid"] for d in gr.dropouts.to_pylist() if d["reason"] == "outside_eu28"}
@@ -203,15 +214,16 @@ def test_splits_are_disjoint_cover_each_version_and_agree_across_versions(built)
 def test_inputs_from_another_release_are_refused(upstream):
     strays = pa.Table.from_pylist([dict(qid="Q1", lang="en", title="X", text="x")], schema=schemas.SUMMARIES)
     with pytest.raises(ValueError, match=r"summaries: 1 entities are not in entities, e.g. \['Q1'\]"):
-        build_mlm(upstream["entities"], strays, upstream["images"], geocoder(15000))
+        build_mlm(upstream["entities"], strays, upstream["images"], upstream["images_filtered"], geocoder(15000))
     with pytest.raises(ValueError, match="images: missing columns qid"):
-        build_mlm(upstream["entities"], upstream["summaries"], pa.table({"x": [1]}), geocoder(15000))
+        build_mlm(upstream["entities"], upstream["summaries"], pa.table({"x": [1]}), upstream["images_filtered"],
+                  geocoder(15000))
 
 
 def _materialize(base, upstream):
-    for name in ("entities", "summaries", "images", "images_filtered"):
+    for name in UPSTREAM:
         write_parquet(upstream[name], base / "data" / name / f"{RELEASE}.parquet")
-    cells_config = {"start_level": CELLS.start_level, "max_level": CELLS.max_level, "t_max": CELLS.t_max, "t_min": CELLS.t_min}
+    cells_config = {name: getattr(CELLS, name) for name in ("start_level", "max_level", "t_max", "t_min")}
     run_config = {
         "ops": {
             "geo_cells": {"config": cells_config},
@@ -223,7 +235,7 @@ def _materialize(base, upstream):
     with instance_for_test(temp_dir=str(base / "dagster_home")) as instance:
         instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [RELEASE])
         result = materialize(
-            [*(AssetSpec(n, partitions_def=release_partitions) for n in ("entities", "summaries", "images", "images_filtered")),
+            [*(AssetSpec(n, partitions_def=release_partitions) for n in UPSTREAM),
              geo_cells, dataset_versions, splits, dataset_stats],
             instance=instance,
             partition_key=RELEASE,
@@ -233,7 +245,8 @@ def _materialize(base, upstream):
         )
         assert result.success
         stats_metadata = result.asset_materializations_for_node("dataset_stats")[0].metadata
-    return {p.relative_to(base / "data").as_posix(): p.read_bytes() for p in sorted((base / "data").rglob("*")) if p.is_file()}, stats_metadata
+    files = {p.relative_to(base / "data").as_posix(): p.read_bytes() for p in (base / "data").rglob("*") if p.is_file()}
+    return files, stats_metadata
 
 
 def test_dagster_run_stores_what_the_functions_compute_and_rematerialises_byte_identically(tmp_path, upstream, built):

@@ -41,7 +41,7 @@ def _quota_markdown(quotas: list[Quota]) -> str:
 
 @multi_asset(
     outs={
-        "mlm": AssetOut(description="MLM: entities with a downloaded image and a summary (the raw dataset)."),
+        "mlm": AssetOut(description="MLM, the raw dataset: entities with a usable image (raster/SVG) and a summary."),
         "mlm_irle": AssetOut(description="MLM-irle: MLM entities with a raster image in a kept geo-cell."),
         "mlm_irle_gr": AssetOut(description="MLM-irle-gr: EU-28 population-weighted sample with its own cells."),
         "mlm_irle_gr_cells": AssetOut(description="MLM-irle-gr's geo-cells (its `cell` labels refer to these)."),
@@ -70,7 +70,7 @@ def dataset_versions(
     gr_params = CellParams(config.gr_start_level, config.gr_max_level, config.gr_t_max, config.gr_t_min)
     if config.gr_total < 0:
         raise ValueError(f"gr_total={config.gr_total} must not be negative")
-    mlm = build_mlm(entities, summaries, images, geocoder(config.geocoder_min_population))
+    mlm = build_mlm(entities, summaries, images, images_filtered, geocoder(config.geocoder_min_population))
     context.log.info(f"MLM: {mlm.table.num_rows} of {entities.num_rows} entities")
     irle = build_mlm_irle(mlm.table, images_filtered, entity_cells, geo_cell_dropouts)
     context.log.info(f"MLM-irle: {irle.table.num_rows} entities")
@@ -125,7 +125,9 @@ class SplitsConfig(Config):
     partitions_def=release_partitions,
     description="Train/val/test by entity for each version (keyed hash of seed and entity id).",
 )
-def splits(context: AssetExecutionContext, config: SplitsConfig, mlm: pa.Table, mlm_irle: pa.Table, mlm_irle_gr: pa.Table):
+def splits(
+    context: AssetExecutionContext, config: SplitsConfig, mlm: pa.Table, mlm_irle: pa.Table, mlm_irle_gr: pa.Table
+):
     check_ratios(config.train, config.val, config.test)
     versions = {"mlm": mlm, "mlm_irle": mlm_irle, "mlm_irle_gr": mlm_irle_gr}
     table = assign_splits(

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlm_pipeline import schemas
 
@@ -115,7 +116,10 @@ def _uv_to_ij(u: np.ndarray) -> np.ndarray:
 
 def leaf_cell_ids(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Level-30 S2 cell ids (uint64) of the given coordinates in degrees."""
-    x, y, z = unit_vectors(lat, lon)
+    return _leaf_ids(*unit_vectors(lat, lon))
+
+
+def _leaf_ids(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     ax, ay, az = np.abs(x), np.abs(y), np.abs(z)
     axis = np.where(ax > ay, np.where(ax > az, 0, 2), np.where(ay > az, 1, 2))
     component = np.choose(axis, (x, y, z))
@@ -178,31 +182,44 @@ def build_cells(
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
     check_coordinates(qids, lat, lon, source)
-    if len(set(qids)) != len(qids):
+    qid_array = pa.array(qids, pa.string())
+    if pc.count_distinct(qid_array).as_py() != len(qids):
         raise ValueError(f"{source}: entity ids are not unique")
-    leaf = leaf_cell_ids(lat, lon)
-    level = np.full(len(qids), params.start_level, dtype=np.int64)
+    x, y, z = unit_vectors(lat, lon)
+    # In leaf order every cell, at any mix of levels, is one contiguous run of entities (S2 cells
+    # are intervals of the Hilbert curve), so grouping needs one sort, not one per level.
+    leaf = _leaf_ids(x, y, z)
+    order = np.argsort(leaf, kind="stable")
+    leaf = leaf[order]
+    n = len(qids)
+    level = np.full(n, params.start_level, dtype=np.int64)
     while True:
         ids = parent_ids(leaf, level)
-        cell_ids, first, inverse, counts = np.unique(ids, return_index=True, return_inverse=True, return_counts=True)
-        cell_levels = level[first]
+        change = np.ones(n, dtype=bool)
+        change[1:] = ids[1:] != ids[:-1]
+        starts = np.flatnonzero(change)
+        counts = np.diff(np.append(starts, n))
+        cell_levels = level[starts]
         split = (counts > params.t_max) & (cell_levels < params.max_level)
         if not split.any():
             break
-        level = level + split[inverse]
+        level = level + np.repeat(split, counts)
+    cell_ids = ids[starts]
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.repeat(np.arange(len(starts)), counts)
 
     keep = counts >= params.t_min
-    tokens = np.array([token(int(c)) for c in cell_ids], dtype=object)
+    tokens = pa.array([token(int(c)) for c in cell_ids], pa.string())
     labels = np.cumsum(keep, dtype=np.int64) - 1
-    x, y, z = unit_vectors(lat, lon)
     sums = [np.bincount(inverse, weights=w, minlength=len(cell_ids)) for w in (x, y, z)]
     mean_lat = np.degrees(np.arctan2(sums[2], np.hypot(sums[0], sums[1])))
     mean_lon = np.degrees(np.arctan2(sums[1], sums[0]))
 
+    kept_cells = np.flatnonzero(keep)
     cells = pa.table(
         {
             "cell": pa.array(labels[keep], pa.int32()),
-            "token": pa.array(tokens[keep].tolist(), pa.string()),
+            "token": tokens.take(kept_cells),
             "level": pa.array(cell_levels[keep], pa.int8()),
             "count": pa.array(counts[keep], pa.int32()),
             "mean_lat": pa.array(mean_lat[keep], pa.float64()),
@@ -210,25 +227,25 @@ def build_cells(
         },
         schema=schemas.GEO_CELLS,
     )
-    qid_array = np.array(qids, dtype=object)
     kept = keep[inverse]
+    members = np.flatnonzero(kept)
     entity_cells = pa.table(
         {
-            "qid": pa.array(qid_array[kept].tolist(), pa.string()),
-            "cell": pa.array(labels[inverse][kept], pa.int32()),
-            "token": pa.array(tokens[inverse][kept].tolist(), pa.string()),
+            "qid": qid_array.take(members),
+            "cell": pa.array(labels[inverse[members]], pa.int32()),
+            "token": tokens.take(inverse[members]),
         },
         schema=schemas.ENTITY_CELLS,
     )
     gone = np.flatnonzero(~kept)
     details = [
-        f"cell {tokens[inverse[k]]} (level {cell_levels[inverse[k]]}) holds {counts[inverse[k]]} entities, "
+        f"cell {tokens[inverse[k]].as_py()} (level {cell_levels[inverse[k]]}) holds {counts[inverse[k]]} entities, "
         f"fewer than t_min={params.t_min}"
         for k in gone
     ]
     dropouts = pa.table(
         {
-            "qid": pa.array(qid_array[gone].tolist(), pa.string()),
+            "qid": qid_array.take(gone),
             "item": pa.array([""] * len(gone), pa.string()),
             "stage": pa.array([stage] * len(gone), pa.string()),
             "reason": pa.array(["sparse_cell"] * len(gone), pa.string()),

@@ -2,9 +2,10 @@
 
 The versions are nested, as in the paper (Table 2):
 
-- **MLM**, the raw dataset: every extracted entity that still has at least one downloaded
-  image (SVGs included: the paper's 412k MLM images against 315k in MLM-irle are the SVG maps
-  and emblems) and at least one non-empty summary after the downloads.
+- **MLM**, the raw dataset: every extracted entity that still has at least one usable
+  downloaded image (a raster that decodes, i.e. in ``images_filtered``, or an SVG: the paper's
+  412k MLM images against 315k in MLM-irle are the SVG maps and emblems; a corrupt file is no
+  image in any version) and at least one non-empty summary after the downloads.
 - **MLM-irle**: MLM entities with at least one image left after the SVG/undecodable filter
   and a kept geo-cell (section 3.3.5); images are counted after the filter.
 - **MLM-irle-gr**: an EU-28 sample of MLM-irle, each country's quota its share of the EU-28
@@ -32,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlm_pipeline import schemas
 from mlm_pipeline.geo.cells import CellParams, build_cells
@@ -127,17 +129,21 @@ def _dropouts(rows: list[tuple[str, str, str, str]]) -> pa.Table:
 
 
 def build_mlm(
-    entities: pa.Table, summaries: pa.Table, images: pa.Table, geocoder: Geocoder
+    entities: pa.Table, summaries: pa.Table, images: pa.Table, images_filtered: pa.Table, geocoder: Geocoder
 ) -> VersionResult:
-    """MLM: entities with a downloaded image and a summary, located by their coordinates."""
+    """MLM: entities with a usable image (raster or SVG) and a summary, located by their coordinates."""
     require_columns(entities, schemas.ENTITIES, "entities")
     require_columns(summaries, schemas.SUMMARIES, "summaries")
-    require_columns(images, pa.schema([schemas.IMAGES.field("qid")]), "images")
+    require_columns(images, pa.schema([schemas.IMAGES.field("qid"), schemas.IMAGES.field("format")]), "images")
+    require_columns(images_filtered, pa.schema([schemas.IMAGES.field("qid")]), "images_filtered")
     qids = entities.column("qid").to_pylist()
     known = set(qids)
     if len(known) != len(qids):
         raise ValueError("entities: entity ids are not unique")
-    n_images = _rows_per_qid(images, known, "images")
+    svgs = images.filter(pc.equal(images.column("format"), "SVG"))
+    n_images = _rows_per_qid(images_filtered, known, "images_filtered")
+    for qid, count in _rows_per_qid(svgs, known, "images").items():
+        n_images[qid] += count
     langs = summary_languages(summaries, known)
 
     keep, dropped = [], []
@@ -148,7 +154,8 @@ def build_mlm(
             keep.append(index)
             continue
         if not has_image:
-            dropped.append((qid, "mlm", "no_image", f"none of its {len(listed[index] or [])} images was downloaded"))
+            detail = f"none of its {len(listed[index] or [])} images was downloaded as a usable file"
+            dropped.append((qid, "mlm", "no_image", detail))
         if not has_summary:
             dropped.append((qid, "mlm", "no_summary", "no non-empty intro in en, de or fr"))
 
@@ -204,7 +211,7 @@ def build_mlm_irle(
     for index, qid in enumerate(qids):
         if n_raster.get(qid, 0) == 0:
             dropped.append(
-                (qid, "mlm_irle", "no_raster_image", f"all {n_images[index]} downloaded images were SVG or undecodable")
+                (qid, "mlm_irle", "no_raster_image", f"its {n_images[index]} usable images are all SVG")
             )
         elif qid in cell_of:
             keep.append(index)
