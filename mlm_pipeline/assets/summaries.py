@@ -1,1 +1,101 @@
-"""Stage module: assets are added here by the stage's implementation."""
+"""Stage 3a: Wikipedia intro summaries (paper 3.3.4) for every entity's en/de/fr sitelinks."""
+
+from collections import Counter
+from typing import Iterator
+
+import pyarrow as pa
+from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, multi_asset
+from pydantic import Field
+
+from mlm_pipeline.download.politeness import Politeness
+from mlm_pipeline.download.summaries import MAX_TITLES_PER_REQUEST, SummaryPlan, fetch_summaries
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
+from mlm_pipeline.resources import Endpoints, WikimediaResource
+from mlm_pipeline.storage import StorageResource
+
+
+class PoliteDownloadConfig(Config):
+    """How requests are sent; shared by the download stages. Defaults follow Wikimedia's rules."""
+
+    concurrency: int = Field(2, description="requests in flight per wiki (and per Commons pool) at most")
+    max_attempts: int = Field(5, description="attempts per request before the item is recorded as failed")
+    backoff_s: float = Field(1.0, description="first back-off; doubles per attempt, with jitter")
+    backoff_max_s: float = Field(60.0, description="longest back-off between attempts")
+    max_retry_after_s: float = Field(300.0, description="a longer Retry-After fails the request instead of waiting")
+    timeout_s: float = Field(60.0, description="deadline per request attempt")
+    max_redirects: int = Field(5, description="redirects followed per request")
+    progress_every_s: float = Field(10.0, description="seconds between progress lines in the run's log")
+
+    def politeness(self, endpoints: Endpoints, pools: dict[str, int] | None = None) -> Politeness:
+        return Politeness(
+            user_agent=endpoints.user_agent, concurrency=self.concurrency, pool_concurrency=pools or {},
+            max_attempts=self.max_attempts, backoff_s=self.backoff_s, backoff_max_s=self.backoff_max_s,
+            max_retry_after_s=self.max_retry_after_s, timeout_s=self.timeout_s, max_redirects=self.max_redirects,
+        )
+
+
+def reason_counts(dropouts: pa.Table) -> dict[str, int]:
+    return dict(sorted(Counter(dropouts["reason"].to_pylist()).items()))
+
+
+def request_metadata(stats: Counter[str], items: int) -> dict[str, MetadataValue]:
+    """What the download cost the servers: requests, retries, 429s, per stored item."""
+    return {
+        "http_requests": MetadataValue.int(stats["requests"]),
+        "retries": MetadataValue.int(stats["retries"]),
+        "http_429_received": MetadataValue.int(stats["status_429"]),
+        "requests_per_item": MetadataValue.float(round(stats["requests"] / items, 4) if items else 0.0),
+        "troubles": MetadataValue.json({k.removeprefix("trouble_"): v for k, v in sorted(stats.items())
+                                        if k.startswith("trouble_")}),
+    }
+
+
+class SummariesConfig(PoliteDownloadConfig):
+    languages: list[str] = Field(["en", "de", "fr"], description="Wikipedias to take intros from")
+    batch_size: int = Field(MAX_TITLES_PER_REQUEST, description="titles per TextExtracts request (at most 20)")
+    parallel_batches: int = Field(8, description="batches in flight (a kill loses at most these)")
+    max_bytes: int = Field(16 << 20, description="largest API answer accepted")
+
+
+@multi_asset(
+    outs={
+        "summaries": AssetOut(description="Plain-text Wikipedia intro per entity and language (schemas.SUMMARIES)."),
+        "summary_dropouts": AssetOut(
+            description="Every (entity, language) sitelink without a summary, with its reason "
+            "(schemas.DROPOUTS, stage 'summaries': missing_page, empty_extract, http_..., timeout, ...)."
+        ),
+    },
+    ins={"entities": AssetIn()},
+    partitions_def=release_partitions,
+)
+def summaries(
+    context: AssetExecutionContext,
+    config: SummariesConfig,
+    wikimedia: WikimediaResource,
+    storage: StorageResource,
+    entities: pa.Table,
+) -> Iterator[Output]:
+    plan = SummaryPlan(langs=tuple(config.languages), batch_size=config.batch_size, max_bytes=config.max_bytes,
+                       parallel_batches=config.parallel_batches, progress_every_s=config.progress_every_s)
+    if problems := plan.problems():
+        raise ValueError("summaries config: " + "; ".join(problems))
+    folder = storage.folder("staging", context.partition_key, "summaries")
+    with wikimedia.open() as endpoints:
+        table, dropouts, stats = fetch_summaries(
+            entities, endpoints.wikipedia_api, config.politeness(endpoints), folder, plan, context.log.info)
+    common = provenance(source=wikimedia, release=context.partition_key, config=config)
+    by_lang = dict(sorted(Counter(table["lang"].to_pylist()).items()))
+    yield Output(table, output_name="summaries", metadata={
+        **common,
+        "summaries": MetadataValue.int(table.num_rows),
+        "summaries_by_language": MetadataValue.json(by_lang),
+        "entities_with_a_summary": MetadataValue.int(len(set(table["qid"].to_pylist()))),
+        "staging": MetadataValue.path(str(folder)),
+        **request_metadata(stats, table.num_rows),
+    })
+    yield Output(dropouts, output_name="summary_dropouts", metadata={
+        **common,
+        "dropouts": MetadataValue.int(dropouts.num_rows),
+        "dropouts_by_reason": MetadataValue.json(reason_counts(dropouts)),
+    })

@@ -11,15 +11,18 @@ links it. Missing pages, invalid titles and empty intros are recorded, never dro
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import pyarrow as pa
 
 from mlm_pipeline import schemas
 from mlm_pipeline.download.mediawiki import Answers, query_titles, title_problem
-from mlm_pipeline.download.politeness import PoliteSession
+from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.progress import Progress
 from mlm_pipeline.download.staging import (
     STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, Stored, chunks, pending_keys,
@@ -182,3 +185,17 @@ def assemble(wanted: dict[str, list[str]], stored: Stored) -> tuple[pa.Table, pa
                     drops[column].append(value)
     return (schemas.sort_table(pa.table(rows, schema=schemas.SUMMARIES), "summaries"),
             schemas.sort_table(pa.table(drops, schema=schemas.DROPOUTS), "summary_dropouts"))
+
+
+def fetch_summaries(
+    entities: pa.Table, api_template: str, politeness: Politeness, folder: Path, plan: SummaryPlan,
+    log: Callable[[str], None],
+) -> tuple[pa.Table, pa.Table, Counter[str]]:
+    """``download_summaries`` for synchronous callers, with the client's request counts."""
+    async def go() -> tuple[pa.Table, pa.Table, Counter[str]]:
+        async with PoliteSession(politeness) as session:
+            summaries, dropouts = await download_summaries(
+                entities, api_template, session, Staging(folder, STAGED_SUMMARIES), plan, log)
+            return summaries, dropouts, session.stats
+
+    return asyncio.run(go())

@@ -1,0 +1,79 @@
+"""The download stages as Dagster assets on the tiny embedded world: tables, accounting, metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetSpec, materialize
+
+from mlm_pipeline import schemas
+from mlm_pipeline.assets import filtering, images, summaries
+from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.storage import StorageResource
+from mlm_pipeline.world import World
+
+ENTITIES = AssetSpec("entities", partitions_def=release_partitions)  # stored by the entities stage
+FAST = {"backoff_s": 0.01, "backoff_max_s": 0.1, "timeout_s": 2.0, "progress_every_s": 0.5}
+
+
+def stored_entities(world: World, base: Path) -> pa.Table:
+    """What the entities stage stores for this world (its truth), where the IO manager reads it."""
+    table = pa.Table.from_pylist(list(world.truth.entities.values()), schema=schemas.ENTITIES)
+    write_parquet(schemas.sort_table(table, "entities"), base / "entities" / f"{world.release}.parquet")
+    return table
+
+
+def run_stages(world: World, base: Path, instance: object, selection: list[str], config: dict | None = None,
+               faults: str = "") -> object:
+    instance.add_dynamic_partitions(release_partitions.name, [world.release])  # type: ignore[attr-defined]
+    return materialize(
+        [ENTITIES, summaries.summaries, images.images, filtering.images_filtered],
+        selection=selection,
+        partition_key=world.release,
+        instance=instance,
+        resources={
+            "io_manager": ParquetIOManager(base_dir=str(base)),
+            "wikimedia": WikimediaResource(source="embedded", world_size="tiny", world_faults=faults),
+            "storage": StorageResource(base_dir=str(base)),
+        },
+        run_config={"ops": config or {}},
+    )
+
+
+def read(base: Path, name: str, release: str) -> pa.Table:
+    return pq.read_table(base / name / f"{release}.parquet")
+
+
+def test_summaries_asset_accounts_for_every_sitelink(tiny_world: World, tmp_path: Path, dagster_instance: object) -> None:
+    entities = stored_entities(tiny_world, tmp_path)
+    result = run_stages(tiny_world, tmp_path, dagster_instance, ["summaries", "summary_dropouts"],
+                        {"summaries": {"config": FAST}})
+    assert result.success
+    table = read(tmp_path, "summaries", tiny_world.release)
+    dropouts = read(tmp_path, "summary_dropouts", tiny_world.release)
+    assert table.schema == schemas.SUMMARIES and dropouts.schema == schemas.DROPOUTS
+    wanted = sum(1 for row in entities.to_pylist() for lang in ("en", "de", "fr") if row[f"title_{lang}"])
+    assert table.num_rows + dropouts.num_rows == wanted
+    assert table.equals(schemas.sort_table(table, "summaries"))
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("summaries")}
+    assert meta["summaries"]["summaries"].value == table.num_rows
+    assert meta["summary_dropouts"]["dropouts_by_reason"].value == {"missing_page": dropouts.num_rows}
+    assert meta["summaries"]["requests_per_item"].value < 0.1  # 20 titles a request, not one
+    # Staged under the storage folder for this release, named by hashes only.
+    staged = list((tmp_path / "staging" / tiny_world.release / "summaries").iterdir())
+    assert staged and all(p.name.split("-", 1)[0].isdigit() for p in staged)
+
+
+def test_bad_config_fails_before_any_request(tiny_world: World, tmp_path: Path, dagster_instance: object) -> None:
+    stored_entities(tiny_world, tmp_path)
+    with pytest.raises(ValueError, match="width=224"):
+        run_stages(tiny_world, tmp_path, dagster_instance, ["images", "image_failures"],
+                   {"images": {"config": {"width": 224}}})
+    with pytest.raises(ValueError, match="batch_size=50"):
+        run_stages(tiny_world, tmp_path, dagster_instance, ["summaries", "summary_dropouts"],
+                   {"summaries": {"config": {"batch_size": 50}}})
