@@ -1,0 +1,254 @@
+"""Commons thumbnails at a standard width, with licence and attribution, resumable.
+
+The reference fetched full originals one after another; MLM pads to 256x256 anyway, so a
+thumbnail at a standard width (Commons serves only those; any other width gets 429) is all the
+feature encoders need, at a fraction of the bytes. Licence and attribution come from
+``imageinfo``/``extmetadata``, 50 files a request. Every file goes through
+``Special:FilePath/<name>?width=W``, which redirects to the thumbnail; media requests share one
+concurrency pool (Wikimedia allows 2 media downloads at a time per client). File names come
+from the graph and are never used as paths: staging shards are named by hashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import quote
+
+import pyarrow as pa
+
+from mlm_pipeline import schemas
+from mlm_pipeline.download.mediawiki import query_titles, title_problem
+from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, PoliteSession, Response
+from mlm_pipeline.download.progress import Progress
+from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, Stored, chunks, pending_keys
+from mlm_pipeline.download.validate import ImageFacts, TooManyPixels, inspect_image, max_pixels_problem
+
+STAGE = "images"
+STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
+MAX_TITLES_PER_REQUEST = 50  # the Action API's limit on titles for ordinary clients
+MEDIA_POOL = "media"
+STAGED_IMAGES = pa.schema([("key", pa.string()), *[f for f in schemas.IMAGES if f.name != "qid"]])
+EXTMETADATA = ("LicenseShortName", "Artist", "Credit", "Attribution", "AttributionRequired")
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    width: int = 250  # a standard width just above the 224 pixels the encoders take
+    metadata_batch: int = MAX_TITLES_PER_REQUEST
+    max_bytes: int = 8 << 20  # per image
+    max_pixels: int = 25_000_000  # per decoded image; decompression bombs are far beyond
+    api_max_bytes: int = 16 << 20  # per metadata answer
+    parallel_batches: int = 2
+    max_continuations: int = 50
+    progress_every_s: float = 10.0
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.width not in STANDARD_WIDTHS:
+            problems.append(f"width={self.width} is not one of Commons' standard thumbnail widths {STANDARD_WIDTHS} "
+                            "(other widths are refused with 429)")
+        if not 1 <= self.metadata_batch <= MAX_TITLES_PER_REQUEST:
+            problems.append(f"metadata_batch={self.metadata_batch} must be 1..{MAX_TITLES_PER_REQUEST}")
+        if (problem := max_pixels_problem(self.max_pixels)) is not None:
+            problems.append(problem)
+        for name in ("max_bytes", "api_max_bytes", "parallel_batches"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be positive")
+        return problems
+
+    def fingerprint(self) -> str:
+        """Names the staging folder: what decides a stored outcome, so other settings start afresh."""
+        return f"w{self.width}-" + hashlib.sha256(f"{self.max_bytes}:{self.max_pixels}".encode()).hexdigest()[:8]
+
+
+
+def wanted_files(entities: pa.Table) -> dict[str, list[str]]:
+    """File name -> the entities that show it (a map or emblem can serve several)."""
+    wanted: dict[str, list[str]] = {}
+    for qid, names in zip(entities["qid"].to_pylist(), entities["images"].to_pylist()):
+        for name in names or []:
+            askers = wanted.setdefault(name, [])
+            if qid not in askers:
+                askers.append(qid)
+    return wanted
+
+
+def filepath_url(base: str, name: str, width: int) -> str:
+    """``Special:FilePath/<name>?width=W``, the name one percent-encoded path segment ('/' too)."""
+    return f"{base}{quote(name.replace(' ', '_'), safe='')}?width={width}"
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def plain_text(value: Any) -> str:
+    """extmetadata values are HTML fragments (links to user pages); keep the words."""
+    parser = _Text()
+    parser.feed(str(value))
+    parser.close()
+    return " ".join("".join(parser.parts).split())
+
+
+def licence_and_attribution(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    meta = info.get("extmetadata") or {}
+    text = {k: plain_text(meta[k]["value"]) for k in EXTMETADATA if isinstance(meta.get(k), dict) and "value" in meta[k]}
+    licence = text.get("LicenseShortName") or None
+    attribution = text.get("Attribution") or text.get("Artist") or text.get("Credit") or None
+    return licence, attribution
+
+
+class ImageDownloader:
+    def __init__(self, session: PoliteSession, commons_api: str, filepath: str, plan: ImagePlan) -> None:
+        self.session = session
+        self.commons_api = commons_api
+        self.filepath = filepath
+        self.plan = plan
+
+    async def metadata(self, names: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str, bool]]]:
+        """imageinfo per asked name, and failures (reason, detail, transient) for names without one."""
+        titles = [f"File:{n}" for n in names]
+        params = {"prop": "imageinfo", "iiprop": "extmetadata", "iiextmetadatafilter": "|".join(EXTMETADATA),
+                  "redirects": "1"}
+        answers = await query_titles(self.session, self.commons_api, params, titles,
+                                     max_bytes=self.plan.api_max_bytes, max_continuations=self.plan.max_continuations)
+        infos: dict[str, dict[str, Any]] = {}
+        failures: dict[str, tuple[str, str, bool]] = {}
+        for title, name in zip(titles, names):
+            page = answers.page(title)
+            if page and page.get("imageinfo"):
+                infos[name] = page["imageinfo"][0]
+            elif answers.failure is not None:
+                failed = answers.failure
+                failures[name] = (f"metadata_{failed.reason}", failed.record_detail, failed.transient)
+            elif page is None:
+                failures[name] = ("no_answer", "the API returned no page for it", True)
+            elif page.get("invalid") not in (None, False):
+                failures[name] = ("invalid_file_name", str(page.get("invalidreason", ""))[:200], False)
+            elif page.get("missing") not in (None, False):
+                failures[name] = ("missing_file", "no such file on Commons", False)
+            else:
+                failures[name] = ("no_imageinfo", "the file page has no file information", True)
+        return infos, failures
+
+    def _check(self, response: Response) -> ImageFacts:
+        try:
+            facts = inspect_image(response.body, self.plan.max_pixels)
+        except TooManyPixels as exc:
+            raise Invalid("too_many_pixels", str(exc)[:200], retry=False) from None
+        if facts.problem:
+            raise Invalid("corrupt", facts.problem)
+        return facts
+
+    async def file(self, name: str, info: dict[str, Any]) -> dict[str, Any] | tuple[str, str, bool]:
+        """A staged image row, or (reason, detail, transient)."""
+        url = filepath_url(self.filepath, name, self.plan.width)
+        try:
+            response = await self.session.get(url, accept=("image/",), max_bytes=self.plan.max_bytes,
+                                              pool=MEDIA_POOL, check=self._check)
+        except FetchFailed as failed:
+            if failed.reason != "corrupt" or failed.last is None:
+                return failed.reason, failed.record_detail, failed.transient
+            # Complete bytes that still do not decode after every attempt are kept as served;
+            # images_filtered drops them as undecodable, so the decision is made (and counted) once.
+            response = failed.last
+            response.checked = inspect_image(response.body, self.plan.max_pixels)
+        facts: ImageFacts = response.checked
+        licence, attribution = licence_and_attribution(info)
+        return {
+            "key": name, "file_name": name, "url": response.url,
+            "sha256": hashlib.sha256(response.body).hexdigest(), "format": facts.format,
+            "width": facts.width, "height": facts.height, "n_bytes": len(response.body),
+            "license": licence, "attribution": attribution, "content": response.body,
+        }
+
+    async def batch(self, names: Sequence[str]) -> BatchOutcome:
+        infos, failures = await self.metadata(names)
+        ready = [n for n in names if n in infos]
+        outcomes = await asyncio.gather(*(self.file(n, infos[n]) for n in ready))
+        rows = []
+        for name, outcome in zip(ready, outcomes):
+            if isinstance(outcome, dict):
+                rows.append(outcome)
+            else:
+                failures[name] = outcome
+        return _outcome(rows, failures)
+
+
+def _outcome(rows: list[dict[str, Any]], failures: dict[str, tuple[str, str, bool]]) -> BatchOutcome:
+    results = pa.Table.from_pylist(rows, schema=STAGED_IMAGES)
+    failed = pa.table({
+        "key": list(failures), "reason": [f[0] for f in failures.values()],
+        "detail": [f[1] for f in failures.values()], "transient": [f[2] for f in failures.values()],
+    }, schema=STAGED_FAILURES)
+    return BatchOutcome(results, failed)
+
+
+async def download_images(
+    entities: pa.Table, commons_api: str, filepath: str, session: PoliteSession, staging: Staging,
+    plan: ImagePlan, log: Callable[[str], None],
+) -> tuple[pa.Table, pa.Table]:
+    """IMAGES and DROPOUTS (failures) tables for every image of ``entities``."""
+    if problems := plan.problems():
+        raise ValueError("; ".join(problems))
+    wanted = wanted_files(entities)
+    stored = staging.load()
+    pending = pending_keys(sorted(wanted), stored)
+    invalid = {n: (reason, False) for n in pending if (reason := title_problem(n))}
+    if invalid:
+        staging.write(_outcome([], {n: ("invalid_file_name", p, t) for n, (p, t) in invalid.items()}))
+        pending = [n for n in pending if n not in invalid]
+    downloader = ImageDownloader(session, commons_api, filepath, plan)
+    progress = Progress("images", total=len(wanted), log=log, every_s=plan.progress_every_s,
+                        already=len(wanted) - len(pending) - len(invalid))
+    await BatchRunner(staging, progress, plan.parallel_batches).run(
+        chunks(pending, plan.metadata_batch), downloader.batch)
+    return assemble(wanted, staging.load())
+
+
+def assemble(wanted: dict[str, list[str]], stored: Stored) -> tuple[pa.Table, pa.Table]:
+    """One IMAGES row per (entity, file), or one failure row per (entity, file) saying why not."""
+    results = stored.results
+    index = {k: i for i, k in enumerate(results["key"].to_pylist())}
+    f = stored.failures.to_pydict()
+    failures = {k: (r, d) for k, r, d in zip(f["key"], f["reason"], f["detail"])}
+    take, qids = [], []
+    drops: dict[str, list[str]] = {"qid": [], "item": [], "stage": [], "reason": [], "detail": []}
+    for name, askers in wanted.items():
+        for qid in askers:
+            if name in index:
+                take.append(index[name])
+                qids.append(qid)
+            else:
+                reason, detail = failures.get(name, ("not_fetched", "no result stored (download interrupted?)"))
+                for column, value in zip(drops, (qid, name, STAGE, reason, detail)):
+                    drops[column].append(value)
+    picked = results.take(pa.array(take, pa.int64())).drop_columns(["key"])
+    images = picked.add_column(0, "qid", pa.array(qids, pa.string())).select(schemas.IMAGES.names).cast(schemas.IMAGES)
+    return (schemas.sort_table(images, "images"),
+            schemas.sort_table(pa.table(drops, schema=schemas.DROPOUTS), "image_failures"))
+
+
+def fetch_images(
+    entities: pa.Table, commons_api: str, filepath: str, politeness: Politeness, folder: Path, plan: ImagePlan,
+    log: Callable[[str], None],
+) -> tuple[pa.Table, pa.Table, Counter[str]]:
+    """``download_images`` for synchronous callers, with the client's request counts."""
+    async def go() -> tuple[pa.Table, pa.Table, Counter[str]]:
+        async with PoliteSession(politeness) as session:
+            images, failures = await download_images(
+                entities, commons_api, filepath, session, Staging(folder, STAGED_IMAGES), plan, log)
+            return images, failures, session.stats
+
+    return asyncio.run(go())
