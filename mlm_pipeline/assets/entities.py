@@ -1,1 +1,90 @@
-"""Stage module: assets are added here by the stage's implementation."""
+"""Stage 2: entity extraction (paper 3.3.3): instances of the settlement classes with
+coordinates on Earth, an image and an article, and every dropped candidate with its reason."""
+
+from collections import Counter
+from typing import Iterator
+
+import pyarrow as pa
+from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, multi_asset
+from pydantic import Field
+
+from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
+from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.sparql.extraction import REASONS, ExtractionSettings, extract_entities
+
+
+class EntitiesConfig(SparqlQueryConfig):
+    languages: list[str] = Field(["en", "de", "fr"], description="an article in one of these is required")
+    image_properties: list[str] = Field(["P18"], description="properties whose Commons files count as images")
+    batch_size: int = Field(1_000, description="candidates per VALUES block")
+    class_batch: int = Field(50, description="classes per candidate listing")
+
+
+def reasons_markdown(counts: Counter, candidates: int) -> str:
+    lines = ["| reason | entities | share of candidates |", "|---|---:|---:|"]
+    for reason in [*REASONS, *sorted(set(counts) - set(REASONS))]:
+        share = counts[reason] / candidates if candidates else 0.0
+        lines.append(f"| {reason} | {counts[reason]} | {share:.1%} |")
+    return "\n".join(lines)
+
+
+@multi_asset(
+    outs={
+        "entities": AssetOut(
+            description="Settlements with coordinates on Earth, at least one image and an article in "
+            "one of the configured languages (schemas.ENTITIES)."
+        ),
+        "entity_dropouts": AssetOut(
+            description="Every candidate that is not an entity, with the first constraint it fails "
+            "(schemas.DROPOUTS, stage 'entities')."
+        ),
+    },
+    ins={"settlement_classes": AssetIn()},
+    partitions_def=release_partitions,
+)
+def entities(
+    context: AssetExecutionContext,
+    config: EntitiesConfig,
+    wikimedia: WikimediaResource,
+    settlement_classes: pa.Table,
+) -> Iterator[Output]:
+    settings = ExtractionSettings(
+        languages=tuple(config.languages),
+        image_properties=tuple(config.image_properties),
+        page_size=config.page_size,
+        batch_size=config.batch_size,
+        class_batch=config.class_batch,
+    )
+    classes = settlement_classes.column("qid").to_pylist()
+    labels = dict(zip(classes, settlement_classes.column("label_en").to_pylist()))
+    with wikimedia.open() as endpoints, config.client(endpoints, context) as client:
+        version = config.served_release(client, endpoints, wikimedia, context.partition_key)
+        extraction = extract_entities(client, classes, settings, labels, log=context.log)
+    counts = extraction.dropout_counts()
+    common = provenance(
+        source=wikimedia, endpoints=endpoints, dataset_version=version, release=context.partition_key, config=config
+    )
+    kept = extraction.entities.num_rows
+    yield Output(
+        extraction.entities,
+        output_name="entities",
+        metadata={
+            **common,
+            "candidates": MetadataValue.int(extraction.candidates),
+            "entities": MetadataValue.int(kept),
+            "dropouts": MetadataValue.int(extraction.dropouts.num_rows),
+            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, extraction.candidates)),
+            "queries_per_1000_entities": MetadataValue.float(round(1000 * client.stats.queries / max(kept, 1), 2)),
+            **query_metadata(client.stats),
+        },
+    )
+    yield Output(
+        extraction.dropouts,
+        output_name="entity_dropouts",
+        metadata={
+            **common,
+            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, extraction.candidates)),
+        },
+    )
