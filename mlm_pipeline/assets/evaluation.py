@@ -1,1 +1,270 @@
-"""Stage module: assets are added here by the stage's implementation."""
+"""Stage 9: the paper's Table 3 (cross-modal retrieval) and Table 4 (location estimation).
+
+Each model is evaluated on its version's test split with the protocol stored in its checkpoint
+(fixed at training time, where a bad request fails early). Retrieval compares the multitask
+model with single-task IR, location with single-task LE; rows = dataset x system, as in the
+paper. The Markdown tables go to the asset metadata and, beside the Parquet, to
+``results/<release>/`` in the storage folder.
+"""
+
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+
+from mlm_pipeline import schemas
+from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, CELL_TABLES, GROUP, model_name
+from mlm_pipeline.model import metrics
+from mlm_pipeline.model.data import SplitData, VersionData, load_version
+from mlm_pipeline.model.evaluate import Predictions, location_scores, predict
+from mlm_pipeline.model.networks import Task
+from mlm_pipeline.model.train import load_checkpoint, resolve_device
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.storage import StorageResource
+
+VERSION_TITLES = {"mlm_irle": "MLM-irle", "mlm_irle_gr": "MLM-irle-gr"}
+RETRIEVAL_SYSTEMS: dict[str, Task] = {"multitask": "multitask", "single-task": "ir"}
+LOCATION_SYSTEMS: dict[str, Task] = {"multitask": "multitask", "single-task": "le"}
+DIRECTIONS = ("image->text", "text->image")
+INPUTS = ("image", "text")
+
+
+class EvaluationConfig(Config):
+    device: str = "auto"  # "auto" = CUDA when available, else CPU
+    batch_size: int = 1024  # inference only: does not change any number
+
+
+@dataclass(frozen=True)
+class EvaluatedModel:
+    name: str
+    best_epoch: int
+    protocol: dict[str, int]
+    test: SplitData
+    predictions: Predictions
+
+
+def _evaluate(
+    name: str, curve: pa.Table, data: VersionData, storage: StorageResource, config: EvaluationConfig
+) -> EvaluatedModel:
+    best = curve.filter(curve.column("best"))
+    if best.num_rows != 1:
+        raise ValueError(f"{name}: its learning curve marks {best.num_rows} best epochs, expected 1")
+    path = storage.root() / best.column("checkpoint")[0].as_py()
+    net, payload = load_checkpoint(path, resolve_device(config.device))
+    if net.shape.task != "ir" and net.shape.n_cells != data.n_cells:
+        raise ValueError(f"{name}: checkpoint {path} predicts {net.shape.n_cells} cells, {data.version} has {data.n_cells}")
+    test = data.splits["test"]
+    if len(test) == 0:
+        raise ValueError(f"{name}: the {data.version} test split has no entities with features")
+    protocol = payload["extra"]["protocol"]  # type: ignore[index]
+    return EvaluatedModel(name, int(best.column("epoch")[0].as_py()), protocol, test, predict(net, test, config.batch_size))
+
+
+def _version_data(version: str, tables: dict[str, pa.Table], n_cells: int | None, stage: str) -> VersionData:
+    return load_version(
+        version,
+        tables[version],
+        tables["splits"],
+        tables["image_features"],
+        tables["text_features"],
+        tables["class_features"],
+        stage,
+        n_cells=n_cells,
+    )
+
+
+def retrieval_rows(version: str, system: str, model: EvaluatedModel) -> list[dict[str, object]]:
+    n_test = len(model.test)
+    size = metrics.resolve_subset_size(n_test, model.protocol["test_subset_size"], model.name)
+    index = metrics.subsets(n_test, size, model.protocol["test_subsets"], model.protocol["test_seed"])
+    scores = metrics.evaluate_retrieval(model.predictions.image, model.predictions.text, index)
+    return [
+        {
+            "version": version,
+            "system": system,
+            "direction": direction,
+            "medr": scores[direction].medr,
+            "medr_std": scores[direction].medr_std,
+            "r1": scores[direction].recall[1],
+            "r5": scores[direction].recall[5],
+            "r10": scores[direction].recall[10],
+            "subset_size": size,
+            "n_subsets": len(index),
+            "n_test": n_test,
+            "model": model.name,
+            "best_epoch": model.best_epoch,
+        }
+        for direction in DIRECTIONS
+    ]
+
+
+def location_rows(version: str, system: str, model: EvaluatedModel, cells: pa.Table) -> list[dict[str, object]]:
+    cells = cells.sort_by("cell")
+    if cells.column("cell").to_pylist() != list(range(cells.num_rows)):
+        raise ValueError(f"{CELL_TABLES[version]}: cell labels are not 0..{cells.num_rows - 1}")
+    lat = cells.column("mean_lat").to_numpy()
+    lon = cells.column("mean_lon").to_numpy()
+    rows = []
+    for source in INPUTS:
+        predicted = getattr(model.predictions, f"{source}_cell")
+        if predicted is None:
+            raise ValueError(f"{model.name} has no location heads")
+        result = location_scores(np.asarray(predicted), model.test, lat, lon)
+        row: dict[str, object] = {
+            "version": version,
+            "system": system,
+            "input": source,
+            "precision": result.scores.precision,
+            "recall": result.scores.recall,
+            "f1": result.scores.f1,
+            "n_test": len(model.test),
+            "model": model.name,
+            "best_epoch": model.best_epoch,
+        }
+        for km, share in result.within.items():
+            row[f"within_{km:g}km"] = share
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def table3_markdown(results: pa.Table) -> str:
+    """Rows dataset x system; image->text then text->image medR and R@1/5/10, as the paper's Table 3."""
+    rows = results.to_pylist()
+    by_key = {(r["version"], r["system"], r["direction"]): r for r in rows}
+    lines = [
+        "| Dataset | System | img→txt medR | R@1 | R@5 | R@10 | txt→img medR | R@1 | R@5 | R@10 | test subset |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for version in BENCHMARK_VERSIONS:
+        for system in RETRIEVAL_SYSTEMS:
+            if (version, system, DIRECTIONS[0]) not in by_key:
+                continue
+            cells = []
+            for direction in DIRECTIONS:
+                r = by_key[(version, system, direction)]
+                cells += [_fmt(r["medr"], 1), _fmt(r["r1"]), _fmt(r["r5"]), _fmt(r["r10"])]
+            r = by_key[(version, system, DIRECTIONS[0])]
+            subset = f"{r['n_subsets']} x {r['subset_size']} of {r['n_test']}"
+            lines.append(f"| {VERSION_TITLES[version]} | {system} | " + " | ".join(cells) + f" | {subset} |")
+    return "\n".join(lines) + "\n"
+
+
+def table4_markdown(results: pa.Table) -> str:
+    """Rows dataset x system; P/R/F1 from image then from text, as the paper's Table 4; then distances."""
+    rows = results.to_pylist()
+    by_key = {(r["version"], r["system"], r["input"]): r for r in rows}
+    head = "| Dataset | System | image P | R | F1 | text P | R | F1 |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    km_columns = [f"within_{km:g}km" for km in metrics.DISTANCE_KM]
+    distance = [
+        "| Dataset | System | input | " + " | ".join(f"≤ {km:g} km" for km in metrics.DISTANCE_KM) + " |",
+        "|---|---|---|" + "---|" * len(km_columns),
+    ]
+    for version in BENCHMARK_VERSIONS:
+        for system in LOCATION_SYSTEMS:
+            if (version, system, INPUTS[0]) not in by_key:
+                continue
+            cells = []
+            for source in INPUTS:
+                r = by_key[(version, system, source)]
+                cells += [_fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"])]
+                distance.append(
+                    f"| {VERSION_TITLES[version]} | {system} | {source} | "
+                    + " | ".join(_fmt(r[c]) for c in km_columns)
+                    + " |"
+                )
+            lines.append(f"| {VERSION_TITLES[version]} | {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nShare of predictions within a distance (predicted cell's mean coordinates):\n\n" + "\n".join(distance) + "\n"
+
+
+def _write_markdown(storage: StorageResource, release: str, name: str, text: str) -> Path:
+    path = storage.folder("results", release) / f"{name}.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _model_ins(systems: dict[str, Task]) -> dict[str, AssetIn]:
+    return {
+        model_name(task, version): AssetIn(key=model_name(task, version))
+        for version in BENCHMARK_VERSIONS
+        for task in systems.values()
+    }
+
+
+@asset(
+    partitions_def=release_partitions,
+    group_name=GROUP,
+    ins={**_model_ins(RETRIEVAL_SYSTEMS), **{v: AssetIn(key=v) for v in BENCHMARK_VERSIONS}},
+    description="Table 3: medR and R@1/5/10, image->text and text->image, multitask vs single-task IR.",
+)
+def retrieval_results(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    storage: StorageResource,
+    splits: pa.Table,
+    image_features: pa.Table,
+    text_features: pa.Table,
+    class_features: pa.Table,
+    **inputs: pa.Table,
+) -> pa.Table:
+    tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
+              "class_features": class_features, **inputs}
+    rows = []
+    for version in BENCHMARK_VERSIONS:
+        data = _version_data(version, tables, None, "retrieval_results")
+        for system, task in RETRIEVAL_SYSTEMS.items():
+            name = model_name(task, version)
+            model = _evaluate(name, inputs[name], data, storage, config)
+            rows += retrieval_rows(version, system, model)
+            context.log.info("%s: retrieval evaluated on %d test entities", name, len(model.test))
+    table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.RETRIEVAL_RESULTS), "retrieval_results")
+    markdown = table3_markdown(table)
+    path = _write_markdown(storage, context.partition_key, "table3_retrieval", markdown)
+    context.add_output_metadata({"table_3": MetadataValue.md(markdown), "markdown": MetadataValue.path(str(path))})
+    return table
+
+
+@asset(
+    partitions_def=release_partitions,
+    group_name=GROUP,
+    ins={
+        **_model_ins(LOCATION_SYSTEMS),
+        **{v: AssetIn(key=v) for v in BENCHMARK_VERSIONS},
+        **{t: AssetIn(key=t) for t in CELL_TABLES.values()},
+    },
+    description="Table 4: top-1 geo-cell P/R/weighted F1 from image and text, and shares within 1..2500 km.",
+)
+def location_results(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    storage: StorageResource,
+    splits: pa.Table,
+    image_features: pa.Table,
+    text_features: pa.Table,
+    class_features: pa.Table,
+    **inputs: pa.Table,
+) -> pa.Table:
+    tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
+              "class_features": class_features, **inputs}
+    rows = []
+    for version in BENCHMARK_VERSIONS:
+        data = _version_data(version, tables, inputs[CELL_TABLES[version]].num_rows, "location_results")
+        for system, task in LOCATION_SYSTEMS.items():
+            name = model_name(task, version)
+            model = _evaluate(name, inputs[name], data, storage, config)
+            rows += location_rows(version, system, model, inputs[CELL_TABLES[version]])
+            context.log.info("%s: location evaluated on %d test entities", name, len(model.test))
+    table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LOCATION_RESULTS), "location_results")
+    markdown = table4_markdown(table)
+    path = _write_markdown(storage, context.partition_key, "table4_location", markdown)
+    context.add_output_metadata({"table_4": MetadataValue.md(markdown), "markdown": MetadataValue.path(str(path))})
+    return table

@@ -1,1 +1,166 @@
-"""Stage module: assets are added here by the stage's implementation."""
+"""Stage 8: the multitask IR+LE model and the single-task baselines, for both benchmark versions.
+
+Six assets from one factory: ``model_{multitask,ir,le}_{mlm_irle,mlm_irle_gr}``. Each trains
+on its version's train split, validates every epoch, keeps the best checkpoint under
+``checkpoints/<release>/<asset>/best.pt`` in the storage folder, and returns its learning curve.
+The evaluation protocol (test subset size) is part of the training config so that a request for
+more test items than exist fails here, before any training time is spent, and it travels to the
+evaluation inside the checkpoint.
+"""
+
+
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
+
+from mlm_pipeline import schemas
+from mlm_pipeline.model import metrics
+from mlm_pipeline.model.data import VersionData, load_version
+from mlm_pipeline.model.losses import LOSS_NAMES
+from mlm_pipeline.model.networks import TASKS, Task
+from mlm_pipeline.model.plots import learning_curve_png, png_markdown
+from mlm_pipeline.model.train import TrainResult, TrainSettings, train
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.storage import StorageResource
+
+BENCHMARK_VERSIONS = ("mlm_irle", "mlm_irle_gr")
+CELL_TABLES = {"mlm_irle": "geo_cells", "mlm_irle_gr": "mlm_irle_gr_cells"}
+TASK_TITLES = {"multitask": "multitask IR+LE", "ir": "single-task retrieval", "le": "single-task location"}
+GROUP = "benchmark"
+
+
+class TrainingConfig(Config):
+    """Paper defaults (section 6.1); CI lowers ``epochs`` and ``emb_dim`` for the tiny world."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-4
+    dropout: float = 0.1
+    emb_dim: int = 1024
+    seed: int = 1234
+    device: str = "auto"  # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
+    test_subset_size: Optional[int] = None  # None = 500, fewer only when the test split is smaller
+    test_subsets: int = 10
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            dropout=self.dropout,
+            emb_dim=self.emb_dim,
+            seed=self.seed,
+            device=self.device,
+        )
+
+
+def model_name(task: Task, version: str) -> str:
+    return f"model_{task}_{version}"
+
+
+def checkpoint_path(release: str, name: str) -> Path:
+    """Relative to the storage root, so the stored table does not depend on where data lives."""
+    return Path("checkpoints", release, name, "best.pt")
+
+
+def learning_curve_table(name: str, version: str, task: Task, result: TrainResult, checkpoint: str) -> pa.Table:
+    rows = []
+    for record in result.history:
+        row: dict[str, object] = {
+            "model": name,
+            "version": version,
+            "task": task,
+            "epoch": record.epoch,
+            "train_loss": record.train_loss,
+            "train_objective": record.train_objective,
+            "val_loss": record.val_loss,
+            "best": record.epoch == result.best_epoch,
+            "checkpoint": checkpoint,
+        }
+        for loss in LOSS_NAMES:
+            row[f"train_{loss}"] = record.train_losses.get(loss)
+            row[f"val_{loss}"] = record.val_losses.get(loss)
+            row[f"weight_{loss}"] = record.weights.get(loss)
+        rows.append(row)
+    return schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LEARNING_CURVE), "learning_curve")
+
+
+def prepare(
+    version: str,
+    config: TrainingConfig,
+    version_table: pa.Table,
+    cells: pa.Table,
+    splits: pa.Table,
+    image_features: pa.Table,
+    text_features: pa.Table,
+    class_features: pa.Table,
+    stage: str,
+) -> tuple[VersionData, int]:
+    """Data and the resolved test subset size; every config error is raised here, before training."""
+    config.settings()  # validates the hyperparameters
+    if config.test_subsets < 1:
+        raise ValueError(f"{stage}: test_subsets must be at least 1, got {config.test_subsets}")
+    data = load_version(
+        version, version_table, splits, image_features, text_features, class_features, stage, n_cells=cells.num_rows
+    )
+    size = metrics.resolve_subset_size(len(data.splits["test"]), config.test_subset_size, f"{stage} ({version})")
+    return data, size
+
+
+def build_model_asset(task: Task, version: str) -> AssetsDefinition:
+    name = model_name(task, version)
+
+    @asset(
+        name=name,
+        partitions_def=release_partitions,
+        group_name=GROUP,
+        ins={"version_table": AssetIn(key=version), "cells": AssetIn(key=CELL_TABLES[version])},
+        description=f"{TASK_TITLES[task]} model trained on {version}: learning curve, best checkpoint.",
+    )
+    def _model(
+        context: AssetExecutionContext,
+        config: TrainingConfig,
+        storage: StorageResource,
+        version_table: pa.Table,
+        cells: pa.Table,
+        splits: pa.Table,
+        image_features: pa.Table,
+        text_features: pa.Table,
+        class_features: pa.Table,
+    ) -> pa.Table:
+        release = context.partition_key
+        data, subset_size = prepare(
+            version, config, version_table, cells, splits, image_features, text_features, class_features, name
+        )
+        relative = checkpoint_path(release, name)
+        absolute = storage.folder(*relative.parent.parts) / relative.name
+        protocol = {"test_subset_size": subset_size, "test_subsets": config.test_subsets, "test_seed": config.seed}
+        result = train(data, task, config.settings(), absolute, extra={"protocol": protocol}, log=context.log)
+        table = learning_curve_table(name, version, task, result, relative.as_posix())
+        png = learning_curve_png(result.history, f"{name} (release {release})", result.best_epoch)
+        reasons = Counter(data.dropouts.column("reason").to_pylist())
+        context.add_output_metadata(
+            {
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "checkpoint": MetadataValue.path(str(absolute)),
+                "learning_curve": MetadataValue.md(png_markdown(png, f"{name} learning curve")),
+                "entities": MetadataValue.json({s: len(d) for s, d in data.splits.items()}),
+                "cells": data.n_cells,
+                "dimensions": MetadataValue.json(
+                    {"image": data.image_dim, "text": data.text_dim, "classes": data.class_dim}
+                ),
+                "dropouts": MetadataValue.json(dict(sorted(reasons.items()))),
+                "test_subset_size": subset_size,
+                "samples_per_s": round(sum(r.samples_per_s for r in result.history) / len(result.history), 1),
+            }
+        )
+        return table
+
+    return _model
+
+
+model_assets = [build_model_asset(task, version) for version in BENCHMARK_VERSIONS for task in TASKS]
