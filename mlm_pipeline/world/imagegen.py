@@ -21,6 +21,7 @@ import io
 import math
 import random
 import struct
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from xml.sax.saxutils import escape
@@ -29,11 +30,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageOps
 
 Color = tuple[int, int, int]
 
-PHOTO_WIDTHS = (1600, 2048, 2592, 3000, 3264, 4000, 4608)
-ASPECTS = ((4, 3), (3, 2), (16, 9), (3, 4), (2, 3), (1, 1))
-SMALL_ORIGINAL_SHARE = 0.05  # some originals are smaller than common thumbnail widths, as on Commons
 RENDER_LIMIT = 1600  # larger pictures are drawn at this width and scaled up: cheap, and nobody needs more detail
-VECTOR_KINDS = {"map", "emblem", "flag", "coat_of_arms", "locator_map", "location_map", "seal", "logo"}
+VECTOR_KINDS = {"map", "emblem", "flag", "coat_of_arms", "seal", "logo"}
 
 
 def _rng(*parts: object) -> random.Random:
@@ -42,25 +40,26 @@ def _rng(*parts: object) -> random.Random:
 
 
 def is_vector_kind(kind: str) -> bool:
+    """Maps, flags and emblems are drawn as designs; photos and banners as scenes."""
     return kind in VECTOR_KINDS or kind.endswith("map")
 
 
-def original_size(file_name: str, kind: str, fmt: str) -> tuple[int, int]:
-    """Width and height of the original, fixed by the file name (SVG: its nominal size)."""
-    rng = _rng("size", file_name)
-    if fmt == "svg":
-        return (1000, 1000) if not kind.endswith("map") else (1000, 800)
-    if is_vector_kind(kind):
-        width = rng.choice((600, 800, 1024, 1200))
-        return width, width * 4 // 5 if kind.endswith("map") else width
-    aw, ah = rng.choice(ASPECTS)
-    if rng.random() < SMALL_ORIGINAL_SHARE:
-        width = rng.choice((180, 240, 300, 320))
-    else:
-        width = rng.choice(PHOTO_WIDTHS)
-    if ah > aw:  # portrait: the long side is the height
-        return width * aw // ah, width
-    return width, width * ah // aw
+@dataclass(frozen=True)
+class Picture:
+    """What a file shows and its original size: enough to draw it at any width."""
+
+    file_name: str
+    kind: str  # photo | banner | map | flag | emblem ...
+    format: str  # jpeg | png | svg
+    lat: float
+    lon: float
+    width: int
+    height: int
+    title: str = ""  # what an SVG's <title> says
+
+    @property
+    def vector(self) -> bool:
+        return self.format == "svg" or is_vector_kind(self.kind)
 
 
 def thumb_height(width: int, original: tuple[int, int]) -> int:
@@ -182,7 +181,7 @@ def _noise(size: tuple[int, int], seed: int, strength: int) -> Image.Image:
     return Image.merge("RGB", (grain, grain, grain))
 
 
-def draw_photo(file_name: str, lat: float, lon: float, width: int, height: int, grain: int = 18) -> Image.Image:
+def draw_photo(file_name: str, lat: float, lon: float, width: int, height: int, grain: int) -> Image.Image:
     """The scene at ``width`` x ``height`` pixels."""
     sc = scene(file_name, lat, lon)
     w, h = width, height
@@ -226,7 +225,7 @@ def _hex(color: Color) -> str:
 
 @lru_cache(maxsize=4096)
 def design(file_name: str, kind: str, lat: float, lon: float) -> tuple[tuple[int, int], tuple[Primitive, ...]]:
-    """The vector design and its canvas size: a locator map for maps, a shield for everything else."""
+    """The vector design and its canvas: a locator map for maps, a shield for everything else."""
     rng = _rng("design", file_name, kind, f"{lat:.5f}", f"{lon:.5f}")
     if kind.endswith("map"):
         return (1000, 800), tuple(_map_design(rng, lat, lon))
@@ -282,13 +281,14 @@ def _emblem_design(rng: random.Random) -> list[Primitive]:
     return prims
 
 
-def svg_document(file_name: str, kind: str, lat: float, lon: float, title: str = "") -> bytes:
+def svg_document(pic: Picture) -> bytes:
     """The design as an SVG file (what Commons stores for maps and emblems)."""
-    (cw, ch), prims = design(file_name, kind, lat, lon)
+    (cw, ch), prims = design(pic.file_name, pic.kind, pic.lat, pic.lon)
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{cw}" height="{ch}" viewBox="0 0 {cw} {ch}">',
-        f"<title>{escape(title or file_name)}</title>",
+        f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{pic.width}" height="{pic.height}" '
+        f'viewBox="0 0 {cw} {ch}">',
+        f"<title>{escape(pic.title or pic.file_name)}</title>",
     ]
     for prim in prims:
         if prim[0] == "rect":
@@ -301,72 +301,119 @@ def svg_document(file_name: str, kind: str, lat: float, lon: float, title: str =
             parts.append(f'<polygon points="{pts}" fill="{_hex(fill)}"{stroke_attr}/>')
         else:
             _, cx, cy, r, fill, stroke = prim
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{_hex(fill)}" stroke="{_hex(stroke)}" stroke-width="6"/>')
+            parts.append(
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="{_hex(fill)}" stroke="{_hex(stroke)}" stroke-width="6"/>'
+            )
     parts.append("</svg>")
     return ("\n".join(parts) + "\n").encode("utf-8")
 
 
-def draw_design(file_name: str, kind: str, lat: float, lon: float, width: int, height: int) -> Image.Image:
-    """The design rasterised (transparent background outside the drawing, as rsvg leaves it)."""
-    (cw, ch), prims = design(file_name, kind, lat, lon)
-    sx, sy = width / cw, height / ch
+def draw_design(pic: Picture, width: int, height: int) -> Image.Image:
+    """The design rasterised as an SVG renderer would (scaled to fit, centred, transparent around)."""
+    (cw, ch), prims = design(pic.file_name, pic.kind, pic.lat, pic.lon)
+    scale = min(width / cw, height / ch)
+    ox, oy = (width - cw * scale) / 2, (height - ch * scale) / 2
     img = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     draw = ImageDraw.Draw(img)
-    line = max(1, round(6 * sx))
+    line = max(1, round(6 * scale))
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return ox + x * scale, oy + y * scale
+
     for prim in prims:
         if prim[0] == "rect":
             _, x, y, w, h, fill = prim
-            draw.rectangle([x * sx, y * sy, (x + w) * sx, (y + h) * sy], fill=fill)
+            draw.rectangle([*at(x, y), *at(x + w, y + h)], fill=fill)
         elif prim[0] == "polygon":
             _, points, fill, stroke = prim
-            draw.polygon([(x * sx, y * sy) for x, y in points], fill=fill, outline=stroke, width=line if stroke else 0)
+            draw.polygon([at(x, y) for x, y in points], fill=fill, outline=stroke, width=line if stroke else 0)
         else:
             _, cx, cy, r, fill, stroke = prim
-            draw.ellipse([(cx - r) * sx, (cy - r) * sy, (cx + r) * sx, (cy + r) * sy], fill=fill, outline=stroke, width=line)
+            draw.ellipse([*at(cx - r, cy - r), *at(cx + r, cy + r)], fill=fill, outline=stroke, width=line)
     return img
 
 
 # --- encoding -------------------------------------------------------------------------------
 
 
-def encode(img: Image.Image, fmt: str) -> bytes:
+def encode(img: Image.Image, fmt: str, fast: bool = False) -> bytes:
+    """JPEG quality 85, or PNG (``fast``: light compression, for multi-megapixel originals)."""
     buf = io.BytesIO()
     if fmt == "jpeg":
         img.convert("RGB").save(buf, "JPEG", quality=85)
     elif fmt == "png":
-        img.save(buf, "PNG", compress_level=6)
+        img.save(buf, "PNG", compress_level=1 if fast else 6)
     else:
         raise ValueError(f"cannot encode raster format {fmt!r}")
     return buf.getvalue()
 
 
-def raster(file_name: str, kind: str, fmt: str, lat: float, lon: float, width: int) -> Image.Image:
+def raster(pic: Picture, width: int) -> Image.Image:
     """The picture at ``width`` pixels (height from the original's aspect ratio)."""
-    original = original_size(file_name, kind, fmt)
-    height = thumb_height(width, original)
-    if fmt == "svg" or is_vector_kind(kind):
-        return draw_design(file_name, kind, lat, lon, width, height)
-    if width > RENDER_LIMIT:
-        small = draw_photo(file_name, lat, lon, RENDER_LIMIT, thumb_height(RENDER_LIMIT, original))
-        return small.resize((width, height), Image.Resampling.BILINEAR)
+    height = thumb_height(width, (pic.width, pic.height))
+    if pic.vector:
+        return draw_design(pic, width, height)
     # Less grain on big pictures: per-pixel noise would make them far larger than real photos.
-    grain = max(4, 18 * min(1.0, 500 / width)) if fmt == "jpeg" else 6
-    return draw_photo(file_name, lat, lon, width, height, grain=int(grain))
+    # PNG photos (scans, panoramas) get none: noise would make multi-megapixel PNGs slow to encode.
+    grain = int(max(4, 18 * min(1.0, 500 / width))) if pic.format == "jpeg" else 0
+    if width > RENDER_LIMIT:
+        small_height = thumb_height(RENDER_LIMIT, (pic.width, pic.height))
+        small = draw_photo(pic.file_name, pic.lat, pic.lon, RENDER_LIMIT, small_height, grain=grain)
+        return small.resize((width, height), Image.Resampling.BILINEAR)
+    return draw_photo(pic.file_name, pic.lat, pic.lon, width, height, grain=grain)
+
+
+def thumbnail_format(pic: Picture) -> str:
+    """JPEG for JPEG files, PNG for PNG and SVG files (Commons renders SVGs as PNG)."""
+    return "jpeg" if pic.format == "jpeg" else "png"
 
 
 @lru_cache(maxsize=1024)
-def thumbnail_bytes(file_name: str, kind: str, fmt: str, lat: float, lon: float, width: int) -> bytes:
-    """A thumbnail's bytes: JPEG for JPEG files, PNG for PNG and SVG files (as Commons renders them)."""
-    return encode(raster(file_name, kind, fmt, lat, lon, width), "jpeg" if fmt == "jpeg" else "png")
+def thumbnail_bytes(pic: Picture, width: int) -> bytes:
+    return encode(raster(pic, width), thumbnail_format(pic))
 
 
-@lru_cache(maxsize=32)
-def original_bytes(file_name: str, kind: str, fmt: str, lat: float, lon: float, title: str = "") -> bytes:
-    """The original file: SVG XML for SVG files, otherwise the picture at its full size."""
-    if fmt == "svg":
-        return svg_document(file_name, kind, lat, lon, title)
-    width, _ = original_size(file_name, kind, fmt)
-    return encode(raster(file_name, kind, fmt, lat, lon, width), fmt)
+# Bytes per pixel that an original of each format stays under (measured on these pictures):
+# with it, a file's size is known without drawing the file, as Commons' metadata knows it.
+BYTES_PER_PIXEL = {"jpeg": 0.4, "png": 0.15}
+
+
+def declared_size(pic: Picture) -> int:
+    """The original's size in bytes, as ``imageinfo`` reports it and as the original is served."""
+    if pic.format == "svg":
+        return len(svg_document(pic))
+    jitter = _rng("bytes", pic.file_name).uniform(0.9, 1.0)
+    return int(pic.width * pic.height * BYTES_PER_PIXEL[pic.format] * jitter) + 4096
+
+
+@lru_cache(maxsize=8)
+def original_bytes(pic: Picture) -> bytes:
+    """The original file: SVG XML for SVG files, otherwise the picture at full size, padded with
+    a comment to its declared size (encoders cannot aim at a size; metadata must still be right)."""
+    if pic.format == "svg":
+        return svg_document(pic)
+    data = encode(raster(pic, pic.width), pic.format, fast=True)
+    return padded(data, pic.format, declared_size(pic))
+
+
+def padded(data: bytes, fmt: str, size: int) -> bytes:
+    """``data`` grown to ``size`` bytes with comments decoders skip (JPEG COM segments, a PNG tEXt chunk)."""
+    missing = size - len(data)
+    if missing <= 0:
+        return data
+    if fmt == "jpeg":
+        segments = []
+        while missing > 0:
+            payload = min(65533, max(0, missing - 4))
+            segments.append(b"\xff\xfe" + struct.pack(">H", payload + 2) + b" " * payload)
+            missing -= payload + 4
+        return data[:2] + b"".join(segments) + data[2:]
+    if fmt == "png":
+        payload = b"Comment\x00" + b" " * max(0, missing - 12 - 8)
+        chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
+        chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload) & 0xFFFFFFFF)
+        return data[:33] + chunk + data[33:]  # after the signature and IHDR
+    return data
 
 
 # --- damaged files (for fault injection) ----------------------------------------------------
