@@ -85,7 +85,8 @@ def upstream():
         if fate not in ("no_image", "corrupt_only"):
             rasters = [] if fate == "svg_only" else files[:-1]
             for name in rasters + [files[-1]]:
-                fmt = "SVG" if name.endswith(".svg") else "JPEG"
+                # Commons serves an SVG's thumbnail as a PNG rendering: SVG by name, not by content.
+                fmt = ("SVG" if k % 2 else "PNG") if name.endswith(".svg") else "JPEG"
                 images.append(dict(qid=qid, file_name=name, url=f"http://127.0.0.1/{name}", sha256="0" * 64,
                                    format=fmt, width=8, height=8, n_bytes=3, license="CC0", attribution="",
                                    content=b"abc"))
@@ -215,7 +216,7 @@ def test_inputs_from_another_release_are_refused(upstream):
     strays = pa.Table.from_pylist([dict(qid="Q1", lang="en", title="X", text="x")], schema=schemas.SUMMARIES)
     with pytest.raises(ValueError, match=r"summaries: 1 entities are not in entities, e.g. \['Q1'\]"):
         build_mlm(upstream["entities"], strays, upstream["images"], upstream["images_filtered"], geocoder(15000))
-    with pytest.raises(ValueError, match="images: missing columns qid"):
+    with pytest.raises(ValueError, match="images: missing columns qid \\(string\\), file_name"):
         build_mlm(upstream["entities"], upstream["summaries"], pa.table({"x": [1]}), upstream["images_filtered"],
                   geocoder(15000))
 

@@ -3,9 +3,10 @@
 The versions are nested, as in the paper (Table 2):
 
 - **MLM**, the raw dataset: every extracted entity that still has at least one usable
-  downloaded image (a raster that decodes, i.e. in ``images_filtered``, or an SVG: the paper's
-  412k MLM images against 315k in MLM-irle are the SVG maps and emblems; a corrupt file is no
-  image in any version) and at least one non-empty summary after the downloads.
+  downloaded image and at least one non-empty summary after the downloads. Usable: a raster
+  that decodes (a row of ``images_filtered``) or an SVG, by content or by name, since Commons
+  serves an SVG's thumbnail as a PNG rendering. SVGs count here because the paper's 412k MLM
+  images against 315k in MLM-irle are the SVG maps and emblems; a corrupt file counts nowhere.
 - **MLM-irle**: MLM entities with at least one image left after the SVG/undecodable filter
   and a kept geo-cell (section 3.3.5); images are counted after the filter.
 - **MLM-irle-gr**: an EU-28 sample of MLM-irle, each country's quota its share of the EU-28
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlm_pipeline import schemas
+from mlm_pipeline.download.validate import svg_by_name
 from mlm_pipeline.geo.cells import CellParams, build_cells
 from mlm_pipeline.geo.countries import EU28, Geocoder, continents_of, countries, largest_remainder_quotas
 
@@ -134,13 +136,14 @@ def build_mlm(
     """MLM: entities with a usable image (raster or SVG) and a summary, located by their coordinates."""
     require_columns(entities, schemas.ENTITIES, "entities")
     require_columns(summaries, schemas.SUMMARIES, "summaries")
-    require_columns(images, pa.schema([schemas.IMAGES.field("qid"), schemas.IMAGES.field("format")]), "images")
+    require_columns(images, pa.schema([schemas.IMAGES.field(c) for c in ("qid", "file_name", "format")]), "images")
     require_columns(images_filtered, pa.schema([schemas.IMAGES.field("qid")]), "images_filtered")
     qids = entities.column("qid").to_pylist()
     known = set(qids)
     if len(known) != len(qids):
         raise ValueError("entities: entity ids are not unique")
-    svgs = images.filter(pc.equal(images.column("format"), "SVG"))
+    svg_names = [svg_by_name(name) for name in images.column("file_name").to_pylist()]
+    svgs = images.filter(pc.or_(pc.equal(images.column("format"), "SVG").fill_null(False), pa.array(svg_names)))
     n_images = _rows_per_qid(images_filtered, known, "images_filtered")
     for qid, count in _rows_per_qid(svgs, known, "images").items():
         n_images[qid] += count
