@@ -13,8 +13,9 @@
     (a width above the original's: 400). Thumbnails of SVG files are PNG renderings with
     ``.png`` appended to the thumbnail name (as on Commons): so the SVG filter of a client that
     fetches thumbnails must look at the file name or ``imageinfo``'s ``mime``, not only at the
-    bytes. A file whose content is SVG under another name (a person's own files) is served as
-    SVG even as a thumbnail.
+    bytes. A person's own files (:mod:`mlm_pipeline.world.own_files`) are scaled with Pillow
+    (JPEG stays JPEG, other rasters become PNG); their SVGs cannot be rendered here and are
+    served as SVG even as thumbnails.
 ``/w/images/...``
     The original: SVG XML, or the picture at its full size, of exactly the size ``imageinfo``
     reports.
@@ -145,8 +146,8 @@ class Source:
         return self.path.read_bytes() if self.path else imagegen.original_bytes(self.pic)
 
     def renders_as_png(self) -> bool:
-        """SVG files named .svg are rasterised for thumbnails; other formats keep theirs."""
-        return self.format == "svg" and self.name.lower().endswith(".svg")
+        """Generated SVG files named .svg are rasterised for thumbnails (a person's SVGs cannot be)."""
+        return self.format == "svg" and self.name.lower().endswith(".svg") and self.path is None
 
     def thumbnail(self, width: int) -> tuple[bytes, str]:
         """The thumbnail's bytes and format."""
@@ -158,14 +159,15 @@ class Source:
 
 @lru_cache(maxsize=512)
 def _own_thumbnail(path: str, fmt: str, width: int) -> tuple[bytes, str]:
-    """A person's own picture scaled to ``width`` (an SVG cannot be rendered here: served as it is)."""
-    if fmt == "svg" or fmt not in ("jpeg", "png"):
-        data = Path(path).read_bytes()
-        return data, fmt
+    """A person's own picture scaled to ``width``: JPEG stays JPEG, other rasters become PNG, and
+    an SVG (which cannot be rendered here) is served as it is."""
+    if fmt == "svg":
+        return Path(path).read_bytes(), fmt
+    out = "jpeg" if fmt == "jpeg" else "png"
     with Image.open(path) as img:
         height = imagegen.thumb_height(width, img.size)
-        scaled = img.convert("RGBA" if fmt == "png" else "RGB").resize((width, height), Image.Resampling.LANCZOS)
-    return imagegen.encode(scaled, fmt), fmt
+        scaled = img.convert("RGB" if out == "jpeg" else "RGBA").resize((width, height), Image.Resampling.LANCZOS)
+    return imagegen.encode(scaled, out), out
 
 
 def _place_coords(world: Any, qid: str) -> tuple[float, float]:
