@@ -29,6 +29,7 @@ from mlm_pipeline.geo.versions import (
 from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.storage import StorageResource
+from mlm_pipeline.world import WorldSpec, build_world
 
 RELEASE = "2026-01-05"
 CLASSES = ["Q515", "Q532", "Q3957", "Q747074", "Q484170", "Q1549591"]
@@ -280,3 +281,38 @@ def test_dagster_run_stores_what_the_functions_compute_and_rematerialises_byte_i
     assert figure.startswith(b"\x89PNG")
     assert "data:image/png;base64," in metadata["figure_2"].value
     assert "| entities |" in metadata["table_2"].value
+
+
+def test_versions_of_the_tiny_world_match_its_truth():
+    """The embedded world knows each settlement's country, continent and SVG-only entities."""
+    world = build_world(WorldSpec(size="tiny"))
+    rows = [world.truth.entities[q] for q in sorted(world.truth.entities)]
+    entities = pa.Table.from_pylist(rows, schema=schemas.ENTITIES)
+    formats = {"jpeg": "JPEG", "png": "PNG", "svg": "SVG"}
+    images = pa.Table.from_pylist(
+        [dict(qid=r["qid"], file_name=name, url="", sha256="", format=formats[world.files[name].format], width=1,
+              height=1, n_bytes=1, license="", attribution="", content=b"") for r in rows for name in r["images"]],
+        schema=schemas.IMAGES,
+    )
+    filtered = images.filter(pa.compute.not_equal(images.column("format"), "SVG"))
+    summaries = pa.Table.from_pylist(
+        [dict(qid=r["qid"], lang=lang, title=r[f"title_{lang}"], text="intro") for r in rows for lang in LANGS
+         if r[f"title_{lang}"]],
+        schema=schemas.SUMMARIES,
+    )
+    mlm = build_mlm(entities, summaries, images, filtered, geocoder(1000))
+    assert mlm.table.column("qid").to_pylist() == entities.column("qid").to_pylist()
+    places = {p.qid: p for p in world.places}
+    located = [(r["qid"], r["country_code"], r["continent"]) for r in mlm.table.to_pylist()]
+    assert all(places[q].continent == continent for q, _, continent in located)
+    assert all(places[q].country_code == code for q, code, _ in located if places[q].country_code)
+
+    members = cell_inputs(entities, summaries, filtered)
+    cells = build_cells(members.column("qid").to_pylist(), members.column("lat").to_numpy(),
+                        members.column("lon").to_numpy())
+    irle = build_mlm_irle(mlm.table, filtered, cells.entity_cells, cells.dropouts)
+    reasons = defaultdict(set)
+    for d in irle.dropouts.to_pylist():
+        reasons[d["reason"]].add(d["qid"])
+    assert world.truth.svg_only and reasons["no_raster_image"] == world.truth.svg_only
+    assert reasons["sparse_cell"] == set(cells.dropouts.column("qid").to_pylist())
