@@ -75,10 +75,13 @@ class ParquetIOManager(ConfigurableIOManager):
         )
 
     def load_input(self, context: InputContext) -> pa.Table:
+        """Reads the whole table, or only ``AssetIn(metadata={"columns": [...]})`` when a
+        consumer needs a few columns of a wide table (image bytes, feature vectors)."""
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(
                 f"{context.asset_key.to_user_string()} has no stored table at {path}: "
                 "materialise it for this release first"
             )
-        return pq.read_table(path)
+        columns = (context.definition_metadata or {}).get("columns")
+        return pq.read_table(path, columns=list(columns) if columns else None)
