@@ -24,8 +24,6 @@ from mlm_pipeline.model.losses import (
 )
 from mlm_pipeline.model.networks import MLMNet, ModelShape, Outputs, l2_normalise
 
-VECTOR = pa.list_(pa.float32())
-
 
 def synthetic_tables(
     n_entities: int = 240,
@@ -90,10 +88,13 @@ def synthetic_tables(
             {"version": [v for v in versions for _ in qids], "qid": qids * len(versions), "split": split * len(versions)},
             schema=schemas.SPLITS,
         ),
-        "image_features": pa.Table.from_pylist(image_rows, schema=pa.schema([("qid", pa.string()), ("file_name", pa.string()), ("vector", VECTOR)])),
-        "text_features": pa.Table.from_pylist(text_rows, schema=pa.schema([("qid", pa.string()), ("lang", pa.string()), ("vector", VECTOR)])),
+        # the pipeline's feature schemas, but with small image vectors
+        "image_features": pa.Table.from_pylist(image_rows, schema=schemas.IMAGE_FEATURES.set(
+            2, pa.field("vector", pa.list_(pa.float32(), image_dim)))),
+        "text_features": pa.Table.from_pylist(text_rows, schema=schemas.text_features_schema(text_dim)),
         "class_features": pa.table(
-            {"qid": class_qids, "label": class_qids, "vector": pa.array(rng.normal(size=(5, text_dim)).astype(np.float32).tolist(), VECTOR)}
+            {"qid": class_qids, "label": class_qids, "vector": rng.normal(size=(5, text_dim)).astype(np.float32).tolist()},
+            schema=schemas.class_features_schema(text_dim),
         ),
         "geo_cells": geo_cells,
     }

@@ -86,7 +86,7 @@ def vectors(table: pa.Table, column: str, name: str) -> np.ndarray:
     """A list column of equal-length float lists as an [n, d] float32 array."""
     values = table.column(column).combine_chunks()
     if len(values) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
+        raise ValueError(f"{name} is empty: there are no vectors to train on")
     if values.null_count:
         raise ValueError(f"{name}.{column} has {values.null_count} null vectors")
     lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
