@@ -10,7 +10,8 @@ Places and their country mix
     Settlements are real GeoNames places (name, coordinates, country, population, admin1). They
     are drawn with MLM v1's country mix (reference.md: FR 38,793, US 34,463, DE 31,654, ...;
     the other countries of Europe and of the rest of the world share the remainders in
-    proportion to how many places GeoNames has for them). A country with fewer places than its
+    proportion to the square root of how many places GeoNames has for them, each below the
+    smallest listed country, as MLM's list implies). A country with fewer places than its
     quota takes all it has and the shortfall goes to the countries that still have places,
     first within its own half (Europe / rest of the world), then anywhere. Within a country,
     places are drawn without replacement with weight sqrt(population + 100), because MLM's
@@ -337,17 +338,35 @@ def _largest_remainder(weights: dict[str, float], total: int) -> dict[str, int]:
     return out
 
 
+def _half(code: str, continents: dict[str, str]) -> str:
+    """MLM's split: Europe or the rest; a listed country's half is known even without GeoNames data."""
+    if code in continents:
+        return "EU" if continents[code] == "EU" else "REST"
+    return "REST" if code in ("US", "IN", "CA", "JP") or code not in MLM_COUNTRIES else "EU"
+
+
 def country_quotas(n: int, available: dict[str, int], continents: dict[str, str]) -> dict[str, int]:
     """How many places each country gets: MLM's mix, capped by what GeoNames has."""
-    europe_listed = sum(v for k, v in MLM_COUNTRIES.items() if continents.get(k) == "EU")
-    rest_listed = sum(v for k, v in MLM_COUNTRIES.items() if continents.get(k) != "EU")
+    europe_listed = sum(v for k, v in MLM_COUNTRIES.items() if _half(k, continents) == "EU")
+    rest_listed = sum(v for k, v in MLM_COUNTRIES.items() if _half(k, continents) == "REST")
     weights: dict[str, float] = {k: float(v) for k, v in MLM_COUNTRIES.items() if available.get(k)}
     others = [c for c in available if c not in MLM_COUNTRIES and available[c] > 0]
+    # MLM lists its top 18 countries, so every other one had fewer entities than the smallest
+    # of them (JP, 2,226): the remainders go by sqrt(places in GeoNames), capped below that.
+    cap = min(MLM_COUNTRIES.values()) - 1
     for half, remainder in (("EU", MLM_EUROPE - europe_listed), ("REST", MLM_REST - rest_listed)):
-        members = [c for c in others if (continents.get(c) == "EU") == (half == "EU")]
-        pool = sum(available[c] for c in members)
-        for c in members:
-            weights[c] = remainder * available[c] / pool
+        members = [c for c in others if _half(c, continents) == half]
+        fixed: dict[str, float] = {}
+        while True:
+            free = [c for c in members if c not in fixed]
+            mass = sum(math.sqrt(available[c]) for c in free)
+            share = {c: (remainder - sum(fixed.values())) * math.sqrt(available[c]) / mass for c in free}
+            over = {c for c, v in share.items() if v > cap}
+            if not over:
+                break
+            fixed.update({c: float(cap) for c in over})
+        weights.update(fixed)
+        weights.update(share)
     n = min(n, sum(available.values()))
     quotas = _largest_remainder(weights, n)
     # Countries over capacity take all they have; the excess goes to the others, own half first.
@@ -358,8 +377,8 @@ def country_quotas(n: int, available: dict[str, int], continents: dict[str, str]
         for c in excess:
             quotas[c] = available[c]
         for half in ("EU", "REST"):
-            short = sum(v for c, v in excess.items() if (continents.get(c) == "EU") == (half == "EU"))
-            room = {c: weights[c] for c in quotas if quotas[c] < available[c] and (continents.get(c) == "EU") == (half == "EU")}
+            short = sum(v for c, v in excess.items() if _half(c, continents) == half)
+            room = {c: weights[c] for c in quotas if quotas[c] < available[c] and _half(c, continents) == half}
             if short and room:
                 for c, extra in _largest_remainder(room, short).items():
                     quotas[c] += extra

@@ -103,11 +103,20 @@ class SparqlHandler(BaseHTTPRequestHandler):
             return self._send(
                 429, b"One query at a time per client.", "text/plain", {"Retry-After": _seconds(state.plan.retry_after)}
             )
+        self._holder = agent
         try:
             self._answer(query)
         finally:
-            with state.lock:
-                state.in_flight.pop(agent, None)
+            self._release()
+
+    def _release(self) -> None:
+        """Free the client's slot before it can read the answer, so a sequential client never
+        meets its own previous query still "running"."""
+        agent = getattr(self, "_holder", None)
+        if agent is not None:
+            with self.state.lock:
+                self.state.in_flight.pop(agent, None)
+            self._holder = None
 
     def _answer(self, query: str) -> None:
         running, state, plan = self.running, self.state, self.state.plan
@@ -124,6 +133,7 @@ class SparqlHandler(BaseHTTPRequestHandler):
             status = int(plan.pick("sparql", key, [500, 502, 503, 504]))  # type: ignore[call-overload]
             return self._send(status, b"upstream trouble", "text/plain")
         if fault == "timeout":
+            self._release()  # the answer is lost, not still running: a retry is no violation
             state.stopping.wait(plan.hang)
             self.close_connection = True
             return
@@ -158,6 +168,7 @@ class SparqlHandler(BaseHTTPRequestHandler):
         return serialize(result, format=RdfFormat.N_TRIPLES), "application/n-triples"
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self._release()
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
