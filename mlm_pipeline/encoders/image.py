@@ -17,6 +17,7 @@ overlap; a process-based DataLoader would fork inside Dagster's step process for
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -173,6 +174,14 @@ def decode_image(content: bytes, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def failure_reason(error: Exception) -> str:
+    """The decoder's message without object addresses, so the same bytes give the same record."""
+    return f"{type(error).__name__}: " + _OBJECT_REPR.sub("the image bytes", str(error))
+
+
 @dataclass
 class DecodedBatch:
     indices: np.ndarray  # positions in the input of the images that decoded, in order
@@ -189,7 +198,7 @@ def decode_batch(contents: Sequence[bytes], positions: range, size: int, pin: bo
             pixels[len(ok)] = decode_image(contents[position], size)
             ok.append(position)
         except Exception as error:  # any decoder failure is this image's problem, not the run's
-            failures.append((position, f"{type(error).__name__}: {error}"))
+            failures.append((position, failure_reason(error)))
     tensor = torch.from_numpy(pixels[: len(ok)]).permute(0, 3, 1, 2).contiguous()
     return DecodedBatch(np.asarray(ok, dtype=np.int64), tensor.pin_memory() if pin else tensor, failures)
 

@@ -1,0 +1,211 @@
+"""The feature assets in a real Dagster instance over real Parquet inputs.
+
+The inputs are small hand-made tables in the upstream stages' schemas (images with real JPEG and
+PNG bytes, summaries in three languages, entities with their triple classes), stored where the IO
+manager reads them; the dataset version leaves some entities out, which must not be encoded.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from dagster import AssetSpec, materialize
+from PIL import Image
+
+from mlm_pipeline import schemas
+from mlm_pipeline.assets import features
+from mlm_pipeline.encoders.device import DeviceError
+from mlm_pipeline.encoders.resnet import CheckpointError
+from mlm_pipeline.encoders.text import TextModelError
+from mlm_pipeline.encoders.vectors import vector_matrix
+from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
+from mlm_pipeline.partitions import release_partitions
+
+RELEASE = "2026-01-05"
+UPSTREAM = [AssetSpec(name, partitions_def=release_partitions) for name in ("images_filtered", "mlm_irle", "summaries", "entities")]
+ASSETS = [*UPSTREAM, features.image_features, features.text_features, features.class_features]
+QIDS = [f"Q90000001{i:02d}" for i in range(8)]
+IN_VERSION = QIDS[:6]  # the last two entities are not in MLM-irle
+CLASSES = {"Q515": "city", "Q3957": "town", "Q532": "village", "Q9000999": ""}
+
+
+def image_bytes(seed: int, fmt: str) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 200, size=3)
+    pixels = (base + rng.integers(0, 56, size=(60 + seed % 5 * 10, 90, 3))).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def images_table(broken: bool = False) -> pa.Table:
+    rows = []
+    for i, qid in enumerate(QIDS):
+        for j in range(1 + i % 2):
+            fmt = "PNG" if (i + j) % 3 == 0 else "JPEG"
+            content = b"\x89PNG\r\n\x1a\n broken" if broken or (i, j) == (1, 1) else image_bytes(10 * i + j, fmt)
+            rows.append({
+                "qid": qid, "file_name": f"Place {i} view {j}.{fmt.lower()}", "url": f"http://127.0.0.1/{i}/{j}",
+                "sha256": f"{i}{j}", "format": fmt, "width": 90, "height": 60, "n_bytes": len(content),
+                "license": "CC BY-SA 4.0", "attribution": "someone", "content": content,
+            })
+    return pa.Table.from_pylist(rows, schema=schemas.IMAGES)
+
+
+def summaries_table() -> pa.Table:
+    texts = {
+        "en": "{n} is a town in Lower Saxony, Germany. It has a population of {p}.",
+        "de": "{n} ist eine Kleinstadt in Niedersachsen (Deutschland) mit {p} Einwohnern.",
+        "fr": "{n} est une petite ville d'Allemagne, en Basse-Saxe, qui compte {p} habitants. " * 8,  # > 500 chars
+    }
+    rows = [
+        {"qid": qid, "lang": lang, "title": f"Place {i}", "text": texts[lang].format(n=f"Place {i}", p=1000 * (i + 1))}
+        for i, qid in enumerate(QIDS)
+        for lang in ("en", "de", "fr")[: 1 + i % 3]
+    ]
+    return pa.Table.from_pylist(rows, schema=schemas.SUMMARIES)
+
+
+def entities_table() -> pa.Table:
+    names = list(CLASSES)
+    rows = []
+    for i, qid in enumerate(QIDS):
+        classes = sorted({names[i % 4], names[(i + 1) % 3]}) if i < 7 else ["Q1000000"]  # Q1000000: outside the version
+        rows.append({
+            "qid": qid, "label_en": f"Place {i}", "label_de": None, "label_fr": None, "lat": 52.0 + i, "lon": 9.0 + i,
+            "classes": classes, "class_labels": [CLASSES.get(c, "hamlet") for c in classes], "images": [],
+            "title_en": f"Place {i}", "title_de": None, "title_fr": None, "country_qid": "Q183", "country_code": "DE",
+        })
+    return pa.Table.from_pylist(rows, schema=schemas.ENTITIES)
+
+
+def version_table(entities: pa.Table) -> pa.Table:
+    rows = [
+        {"qid": r["qid"], "lat": r["lat"], "lon": r["lon"], "country_code": "DE", "continent": "Europe", "cell": 0,
+         "classes": r["classes"], "n_images": 1, "n_summaries": 1, "languages": ["en"]}
+        for r in entities.to_pylist() if r["qid"] in IN_VERSION
+    ]
+    return pa.Table.from_pylist(rows, schema=schemas.VERSION)
+
+
+def store_inputs(base: Path, *, broken_images: bool = False) -> dict[str, pa.Table]:
+    entities = entities_table()
+    tables = {
+        "images_filtered": images_table(broken_images),
+        "summaries": summaries_table(),
+        "entities": entities,
+        "mlm_irle": version_table(entities),
+    }
+    for name, table in tables.items():
+        write_parquet(table, base / name / f"{RELEASE}.parquet")
+    return tables
+
+
+def run(base: Path, instance, selection: list[str], config: dict | None = None):
+    instance.add_dynamic_partitions(release_partitions.name, [RELEASE])
+    return materialize(
+        ASSETS,
+        selection=selection,
+        partition_key=RELEASE,
+        instance=instance,
+        resources={"io_manager": ParquetIOManager(base_dir=str(base))},
+        run_config={"ops": config or {}},
+    )
+
+
+def stored(base: Path, name: str) -> Path:
+    return base / name / f"{RELEASE}.parquet"
+
+
+ALL = ["image_features", "image_feature_dropouts", "text_features", "class_features"]
+
+
+def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(tmp_path, dagster_instance):
+    first, second = tmp_path / "a", tmp_path / "b"
+    inputs = store_inputs(first)
+    store_inputs(second)
+    result = run(first, dagster_instance, ALL)
+    assert result.success
+
+    images = pq.read_table(stored(first, "image_features"))
+    assert images.schema == schemas.IMAGE_FEATURES
+    expected = [
+        (r["qid"], r["file_name"]) for r in inputs["images_filtered"].to_pylist()
+        if r["qid"] in IN_VERSION and not r["content"].endswith(b" broken")
+    ]
+    assert list(zip(images.column("qid").to_pylist(), images.column("file_name").to_pylist())) == sorted(expected)
+    matrix = vector_matrix(images.column("vector"))
+    assert matrix.shape == (len(expected), 4096) and np.isfinite(matrix).all()
+    assert len({row.tobytes() for row in matrix}) == len(expected)  # every image its own vector
+
+    dropouts = pq.read_table(stored(first, "image_feature_dropouts"))
+    assert dropouts.schema == schemas.DROPOUTS
+    broken = [(r["qid"], r["file_name"]) for r in inputs["images_filtered"].to_pylist() if r["content"].endswith(b" broken")]
+    assert [(r["qid"], r["item"], r["stage"], r["reason"]) for r in dropouts.to_pylist()] == [
+        (qid, name, "image_features", "undecodable") for qid, name in broken
+    ] and len(broken) == 1
+
+    texts = pq.read_table(stored(first, "text_features"))
+    assert texts.schema == schemas.text_features_schema(384)
+    wanted = sorted((r["qid"], r["lang"]) for r in inputs["summaries"].to_pylist() if r["qid"] in IN_VERSION)
+    assert list(zip(texts.column("qid").to_pylist(), texts.column("lang").to_pylist())) == wanted
+    text_matrix = vector_matrix(texts.column("vector"))
+    assert np.isfinite(text_matrix).all() and (np.abs(text_matrix).sum(axis=1) > 0).all()
+
+    classes = pq.read_table(stored(first, "class_features"))
+    assert classes.schema == schemas.class_features_schema(384)
+    used = sorted({c for r in inputs["mlm_irle"].to_pylist() for c in r["classes"]})
+    assert classes.column("qid").to_pylist() == used
+    assert dict(zip(classes.column("qid").to_pylist(), classes.column("label").to_pylist())) == {q: CLASSES[q] for q in used}
+    class_matrix = vector_matrix(classes.column("vector"))
+    unlabelled = used.index("Q9000999")  # encoded by its QID, so still a vector of its own
+    assert len({row.tobytes() for row in class_matrix}) == len(used) and np.isfinite(class_matrix[unlabelled]).all()
+
+    meta = {
+        m.asset_key.path[-1]: m.metadata
+        for node in ("image_features", "text_features", "class_features")
+        for m in result.asset_materializations_for_node(node)
+    }
+    assert meta["image_features"]["pretrained"].value is False
+    assert meta["image_features"]["dims"].value == 4096 and meta["image_features"]["rows"].value == len(expected)
+    assert [b["pretrained"] for b in meta["image_features"]["encoders"].value] == [False, False]
+    assert meta["image_features"]["undecodable"].value == 1
+    assert meta["text_features"]["dims"].value == 384 and meta["text_features"]["pretrained"].value is True
+    assert "all-MiniLM-L6-v2" in meta["text_features"]["encoder"].value
+    assert meta["class_features"]["classes_without_label"].value == 1
+    assert meta["image_features"]["device"].value.startswith("cuda" if torch.cuda.is_available() else "cpu")
+
+    assert run(second, dagster_instance, ALL).success
+    for name in ALL:
+        assert stored(first, name).read_bytes() == stored(second, name).read_bytes(), name
+
+
+def test_bad_checkpoint_fails_before_any_image_is_decoded(tmp_path, dagster_instance):
+    store_inputs(tmp_path, broken_images=True)  # decoding first would give dropouts, not this error
+    wrong = tmp_path / "resnet50_places365.pth.tar"
+    torch.save({"state_dict": {"module.conv1.weight": torch.zeros(64, 3, 7, 7), "module.layer9.weight": torch.zeros(1)}}, wrong)
+    with pytest.raises(CheckpointError) as error:
+        run(tmp_path, dagster_instance, ["image_features", "image_feature_dropouts"],
+            {"image_features": {"config": {"places_checkpoint": str(wrong)}}})
+    assert str(wrong) in str(error.value) and "module.layer9.weight" in str(error.value)
+    assert not stored(tmp_path, "image_features").exists()
+    with pytest.raises(CheckpointError, match=r"geo\.ckpt does not exist"):
+        run(tmp_path, dagster_instance, ["image_features", "image_feature_dropouts"],
+            {"image_features": {"config": {"geo_checkpoint": str(tmp_path / "geo.ckpt")}}})
+
+
+def test_missing_text_model_and_absent_device_are_named(tmp_path, dagster_instance):
+    store_inputs(tmp_path)
+    missing = tmp_path / "models" / "bert-base-multilingual-cased"
+    with pytest.raises(TextModelError, match=f"text model path {missing} does not exist"):
+        run(tmp_path, dagster_instance, ["text_features"], {"text_features": {"config": {"model_path": str(missing)}}})
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="device='cuda'"):
+            run(tmp_path, dagster_instance, ["class_features"], {"class_features": {"config": {"device": "cuda"}}})
+    assert not stored(tmp_path, "text_features").exists() and not stored(tmp_path, "class_features").exists()
