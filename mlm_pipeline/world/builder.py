@@ -879,7 +879,14 @@ def _countries() -> dict[str, Country]:
 
 
 def build_world(spec: WorldSpec) -> World:
-    """The world for ``spec``: version 1 drawn from GeoNames, then the edit rounds up to ``spec.version``."""
+    """The world for ``spec``: version 1 drawn from GeoNames, then the edit rounds up to ``spec.version``.
+
+    With ``spec.files`` the world is the person's own entities and pictures instead (own_files.py).
+    """
+    if spec.files:
+        from mlm_pipeline.world.own_files import load_own_world
+
+        return load_own_world(spec.files)
     all_countries = _countries()
     continents = {code: c.continent for code, c in all_countries.items()}
     geo_places, unused = draw_places(spec)

@@ -15,6 +15,7 @@ looks finished; a store that fails its check on opening is deleted and rebuilt.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ import pickle
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Iterator
@@ -138,7 +140,8 @@ def triples(world: World) -> Iterator[str]:
             yield f"{s} <{WDT}P17> <{WD}{place.country_qid}> .\n"
         if place.population:
             yield f'{s} <{WDT}P1082> "{place.population}"^^<{XSD}decimal> .\n'
-        yield f"{s} <{WDT}P1566> {_lit(str(place.geonames_id))} .\n"
+        if place.geonames_id:
+            yield f"{s} <{WDT}P1566> {_lit(str(place.geonames_id))} .\n"
         ranks = [place.rank(i) for i in range(len(place.coords))]
         best = "preferred" if "preferred" in ranks else "normal"
         for i, (lat, lon, globe) in enumerate(place.coords):
@@ -212,6 +215,11 @@ def code_version() -> str:
 
 
 def cache_key(spec: WorldSpec) -> str:
+    if spec.files:
+        from mlm_pipeline.world.own_files import fingerprint
+
+        text = f"files|{fingerprint(spec.files)}|{code_version()}"
+        return f"files-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     text = f"{spec.size}|{spec.seed}|{spec.version}|{code_version()}"
     return f"{spec.size}-s{spec.seed}-v{spec.version}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
@@ -221,14 +229,29 @@ def _tmp_dir(root: Path, key: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Millions of small objects and no cycles: the cyclic collector only costs time here."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_world(spec: WorldSpec, use_cache: bool = True) -> World:
-    """``build_world(spec)``, kept as a pickle in the cache so big worlds start in seconds."""
-    if not use_cache:
+    """``build_world(spec)``, kept as a pickle in the cache so big worlds start in seconds.
+
+    A world of one's own files is read afresh each time (it is small, and the files may change).
+    """
+    if not use_cache or spec.files:
         return builder.build_world(spec)
     root = geonames.cache_root()
     path = root / f"world-{cache_key(spec)}.pickle"
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle, _no_gc():
             world = pickle.load(handle)
         if isinstance(world, World) and world.spec == spec:
             return world
@@ -236,7 +259,8 @@ def load_world(spec: WorldSpec, use_cache: bool = True) -> World:
         pass
     except Exception as error:  # a torn or stale pickle: rebuild it
         log.warning("world cache %s unreadable (%s); rebuilding", path, error)
-    world = builder.build_world(spec)
+    with _no_gc():
+        world = builder.build_world(spec)
     try:
         tmp = _tmp_dir(root, "world") / "world.pickle"
         with open(tmp, "wb") as handle:
@@ -252,8 +276,7 @@ def _store_is_sound(store: Store, world: World) -> bool:
     first, last = world.places[0], world.places[-1]
     query = (
         f'ASK {{ <{WIKIDATA}> <{SCHEMA}dateModified> "{world.dataset_version}"^^<{XSD}dateTime> . '
-        f"<{WD}{first.qid}> <{WDT}P1566> {_lit(str(first.geonames_id))} . "
-        f"<{WD}{last.qid}> <{WDT}P1566> {_lit(str(last.geonames_id))} . }}"
+        f"<{WD}{first.qid}> a <{WIKIBASE}Item> . <{WD}{last.qid}> a <{WIKIBASE}Item> . }}"
     )
     result = store.query(query)
     return isinstance(result, QueryBoolean) and bool(result)
