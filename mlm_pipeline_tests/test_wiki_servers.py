@@ -372,9 +372,9 @@ def get_thumb(server: RunningServer, name: str, width: int = 250) -> requests.Re
 def thumb_url(server: RunningServer, name: str, width: int) -> str:
     from mlm_pipeline.world.commons_server import hash_dirs, thumb_name, url_name
 
-    fmt = server.server.RequestHandlerClass.files.find(name).format  # type: ignore[attr-defined]
+    as_png = server.server.RequestHandlerClass.files.find(name).renders_as_png()  # type: ignore[attr-defined]
     a, ab = hash_dirs(name)
-    return f"{server.url}/w/thumb/{a}/{ab}/{url_name(name)}/{url_name(thumb_name(name, width, fmt))}"
+    return f"{server.url}/w/thumb/{a}/{ab}/{url_name(name)}/{url_name(thumb_name(name, width, as_png))}"
 
 
 def undecodable(data: bytes) -> bool:

@@ -113,9 +113,9 @@ def url_name(name: str) -> str:
     return quote(name.replace(" ", "_"), safe=URL_SAFE)
 
 
-def thumb_name(name: str, width: int, fmt: str) -> str:
-    """MediaWiki's thumbnail file name; SVG thumbnails are PNG renderings."""
-    return f"{width}px-{name}" + (".png" if fmt == "svg" and name.lower().endswith(".svg") else "")
+def thumb_name(name: str, width: int, as_png: bool) -> str:
+    """MediaWiki's thumbnail file name; a rendering of an SVG as PNG gets ``.png`` appended."""
+    return f"{width}px-{name}" + (".png" if as_png else "")
 
 
 class Source:
@@ -282,8 +282,8 @@ class CommonsHandler(RuleServerHandler):
             width = 0
         a, ab = hash_dirs(source.name)
         if width > 0 and (width < source.size[0] or source.format == "svg"):
-            fmt = "svg" if source.renders_as_png() else source.format
-            target = f"/w/thumb/{a}/{ab}/{url_name(source.name)}/{url_name(thumb_name(source.name, width, fmt))}"
+            tail = thumb_name(source.name, width, source.renders_as_png())
+            target = f"/w/thumb/{a}/{ab}/{url_name(source.name)}/{url_name(tail)}"
         else:
             target = f"/w/images/{a}/{ab}/{url_name(source.name)}"
         key = f"filepath:{source.name}:{width}"
@@ -412,9 +412,9 @@ class CommonsHandler(RuleServerHandler):
                 a, ab = hash_dirs(source.name)
                 if url_width > 0:
                     thumb_width = url_width if source.format == "svg" else min(url_width, source.size[0])
-                    fmt = "svg" if source.renders_as_png() else source.format
                     if thumb_width < source.size[0] or source.format == "svg":
-                        info["thumburl"] = f"{base}/w/thumb/{a}/{ab}/{url_name(source.name)}/{url_name(thumb_name(source.name, thumb_width, fmt))}"
+                        tail = thumb_name(source.name, thumb_width, source.renders_as_png())
+                        info["thumburl"] = f"{base}/w/thumb/{a}/{ab}/{url_name(source.name)}/{url_name(tail)}"
                     else:
                         info["thumburl"] = f"{base}/w/images/{a}/{ab}/{url_name(source.name)}"
                     info["thumbwidth"] = thumb_width

@@ -37,10 +37,11 @@ Layout
     summary but no sitelink gets the label as its title; a sitelink without a summary is an
     article that does not exist (the pipeline records it as missing).
 ``images``
-    File names in ``images/``, each a string (a ``P18`` image) or an object with ``file`` and
+    File names in ``images/`` (subfolders allowed), each a string (a ``P18`` image) or an object with ``file`` and
     optionally ``property`` (``P18``, ``P94``, ``P41``, ``P242``, ...), ``license`` (e.g.
     ``CC BY-SA 4.0``) and ``author``, which the Commons stand-in reports as ``extmetadata``.
-    JPEG, PNG, GIF, WebP, TIFF and SVG files are served; sizes come from the files themselves.
+    JPEG, PNG, GIF, WebP, TIFF and SVG files are served; formats and sizes come from the files'
+    content. The graph names each file as Commons would (``my_photo.jpg`` becomes ``My photo.jpg``).
 
 The first line may instead be a header ``{"dataset_version": "2026-01-05T00:00:00Z"}``: the
 version the SPARQL endpoint reports (the release is its date). Without it: 2026-01-05.
@@ -64,6 +65,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mlm_pipeline.world import builder
 from mlm_pipeline.world.builder import BASE_CLASS, CLASS_TABLE, EARTH, ClassInfo, FileInfo, Place, World, WorldSpec
+from mlm_pipeline.world.commons_server import normalize_file_name
 from mlm_pipeline.world.wiki_server import normalize_title
 
 ENTITIES_FILE = "entities.jsonl"
@@ -351,13 +353,19 @@ def load_own_world(files: str) -> World:
             if kind is None:
                 continue
             fmt, width, height = kind
-            existing = file_infos.get(file_name)
-            if existing is not None and existing.place_qid != qid:
-                problems.add(line, f"images[{i}]", f"{file_name!r} already belongs to {existing.place_qid}")
+            # Commons' form of the name (spaces, first letter upper case) is what the graph and
+            # the servers use, as Wikidata stores it; the bytes still come from the person's file.
+            commons_name = normalize_file_name(file_name)
+            if commons_name is None:
+                problems.add(line, f"images[{i}]", f"{file_name!r} is no valid Commons file name (no <>[]{{}}|#)")
                 continue
-            if existing is None:
-                file_infos[file_name] = OwnFileInfo(
-                    file_name=file_name,
+            known = file_infos.get(commons_name)
+            if known is not None and known.path != str(target):
+                problems.add(line, f"images[{i}]", f"{file_name!r} and {Path(known.path).name!r} have the same Commons name {commons_name!r}")
+                continue
+            if known is None:  # a picture several entities share belongs to the first
+                file_infos[commons_name] = OwnFileInfo(
+                    file_name=commons_name,
                     place_qid=qid,
                     kind="drawing" if fmt == "svg" else "photo",
                     format=fmt,
@@ -368,8 +376,8 @@ def load_own_world(files: str) -> World:
                     path=str(target),
                 )
             names = images.setdefault(entry["property"], [])
-            if file_name not in names:
-                names.append(file_name)
+            if commons_name not in names:
+                names.append(commons_name)
         places.append(
             OwnPlace(
                 qid=qid,
