@@ -4,6 +4,7 @@ whose answers agree with the builder's ground truth, with faults exactly as conf
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -354,3 +355,16 @@ def test_disk_store_is_cached_and_rebuilt_when_broken(tmp_path: Path, monkeypatc
     pickled.write_bytes(b"torn")
     assert rdf.load_world(spec).places == world.places
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_command_line_release_and_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tiny_world: World
+) -> None:
+    from mlm_pipeline.world.__main__ import main
+
+    monkeypatch.setenv("MLM_WORLD_CACHE", str(tmp_path / "cache"))
+    assert main(["release", "--size", "tiny", "--version", "3"]) == 0
+    assert capsys.readouterr().out.strip() == "2026-01-19"
+    out = tmp_path / "tiny.nt"
+    assert main(["export", str(out), "--size", "tiny"]) == 0
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == rdf.ntriples_digest(tiny_world)

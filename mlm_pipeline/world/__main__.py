@@ -2,7 +2,7 @@
 
     python -m mlm_pipeline.world serve [--size tiny|default|mlm|N] [--seed S] [--version V]
                                        [--files FILES.jsonl] [--faults PLAN]
-    python -m mlm_pipeline.world release [--size ...] [--seed ...] [--version ...]
+    python -m mlm_pipeline.world release [--size ...] [--seed ...] [--version ...]   (alias: version)
     python -m mlm_pipeline.world export OUT.nt|OUT.ttl [--size ...] [--seed ...] [--version ...]
 """
 
@@ -23,7 +23,7 @@ def _spec(args: argparse.Namespace) -> WorldSpec:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlm_pipeline.world", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("serve", "release", "export"))
+    parser.add_argument("command", choices=("serve", "release", "version", "export"))
     parser.add_argument("out", nargs="?", help="for export: the file to write (.nt or .ttl)")
     parser.add_argument("--size", default="default", help="tiny, default, mlm or a number of settlements")
     parser.add_argument("--seed", type=int, default=1234)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = _spec(args)
     except ValueError as error:
         parser.error(str(error))
-    if args.command == "release":
+    if args.command in ("release", "version"):
         from mlm_pipeline.world.rdf import load_world
 
         print(load_world(spec).release)
