@@ -40,6 +40,7 @@ import html
 import json
 import math
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -159,6 +160,12 @@ class RuleServerHandler(BaseHTTPRequestHandler):
     server_version = "mlm-world"
     sys_version = ""
     timeout = 60  # idle keep-alive connections close after this
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's algorithm and the
+        # client's delayed ACK stall every keep-alive answer by about 40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
         return
