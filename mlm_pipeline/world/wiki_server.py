@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from mlm_pipeline.world.faults import FaultPlan
