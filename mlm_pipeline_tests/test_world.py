@@ -6,6 +6,9 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -36,6 +39,14 @@ def test_same_spec_same_triples_other_seed_other_world(tiny_world: World) -> Non
     other = build_world(WorldSpec("tiny", seed=99))
     assert rdf.ntriples_digest(other) != rdf.ntriples_digest(tiny_world)
     assert {p.name for p in other.places} != {p.name for p in tiny_world.places}
+
+
+def test_world_does_not_depend_on_the_process(tiny_world: World) -> None:
+    """String hashing differs per process; the world must not (Parquet downstream must match)."""
+    code = "from mlm_pipeline.world import WorldSpec, build_world, rdf; print(rdf.ntriples_digest(build_world(WorldSpec('tiny'))))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == rdf.ntriples_digest(tiny_world)
 
 
 def test_spec_rejects_bad_values() -> None:
