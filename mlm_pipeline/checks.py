@@ -10,21 +10,39 @@ doubles an entity in every split; an undecodable image crashes feature extractio
 the benchmark's own results block nothing, since nothing is built from them.
 """
 
-from __future__ import annotations
-
 import hashlib
 import io
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetChecksDefinition,
+    AssetIn,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    MetadataValue,
+    asset_check,
+)
+
+from mlm_pipeline.assets.geocells import GeoCellsConfig
+from mlm_pipeline.assets.summaries import SummariesConfig
+from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
+from mlm_pipeline.assets.versions import VersionsConfig
+from mlm_pipeline.model.networks import TASKS
+from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
 
 MAX_NAMED = 20
 """How many offending rows a failed check names in its metadata (all are counted)."""
 
-LANGUAGES = ("en", "de", "fr")
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -245,3 +263,328 @@ def images_decodable(images: pa.Table) -> Finding:
         elif decoded[1:] != (width, height):
             found.add(key, "declared size differs from the decoded one")
     return found.finding(rule, images=images.num_rows)
+
+
+def vectors_sound(table: pa.Table, key: Sequence[str], dim: int, column: str = "vector") -> Finding:
+    """Every vector present, ``dim`` wide and finite: one NaN spreads through a batch's loss
+    and silently ruins a whole training run."""
+    rule = f"{dim}-d finite vectors"
+    _require(table, [*key, column], rule)
+    found = _Offenders()
+    keys = _keys(table, key)
+    row = 0
+    for chunk in table.column(column).chunks:
+        nulls = chunk.is_null().to_numpy(zero_copy_only=False)
+        lengths = pc.list_value_length(chunk).fill_null(0).to_numpy(zero_copy_only=False)
+        values = pc.list_flatten(chunk).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = np.concatenate([[0], np.cumsum(~np.isfinite(values))])
+        ends = np.cumsum(lengths)
+        non_finite = bad[ends] - bad[ends - lengths]
+        for i in np.flatnonzero(nulls | (lengths != dim) | (non_finite > 0)):
+            if nulls[i]:
+                found.add(keys[row + i], "missing vector")
+            elif lengths[i] != dim:
+                found.add(keys[row + i], f"{lengths[i]}-d vector")
+            else:
+                found.add(keys[row + i], "NaN or infinite value")
+        row += len(chunk)
+    return found.finding(rule, rows=table.num_rows, dim=dim)
+
+
+def _within(value: float | None, low: float, high: float) -> bool:
+    return value is not None and low <= value <= high  # False for NaN too
+
+
+def _ordered_shares(values: Sequence[float | None]) -> bool:
+    """Shares in [0, 1] that never decrease (R@1 <= R@5 <= R@10; within 1 km <= 25 km ...)."""
+    return all(_within(v, 0.0, 1.0) for v in values) and all(a <= b for a, b in zip(values, values[1:]))  # type: ignore[operator]
+
+
+def retrieval_metrics_within(results: pa.Table) -> Finding:
+    """Ranks between 1 and the subset size, recalls ordered shares: anything else is a bug in
+    the evaluation, not a bad model."""
+    rule = "retrieval metrics within range"
+    columns = ["version", "system", "direction", "medr", "medr_std", "r1", "r5", "r10", "subset_size", "n_subsets", "n_test"]
+    _require(results, columns, rule)
+    found = _Offenders()
+    for row in results.select(columns).to_pylist():
+        key = f"{row['version']}/{row['system']}/{row['direction']}"
+        size = row["subset_size"] or 0
+        if not (1 <= size <= (row["n_test"] or 0)) or (row["n_subsets"] or 0) < 1:
+            found.add(key, "subset size outside 1..n_test")
+        if not _within(row["medr"], 1.0, float(size)):
+            found.add(key, "medR outside 1..subset size")
+        if not _within(row["medr_std"], 0.0, float(size)):
+            found.add(key, "medR deviation outside 0..subset size")
+        if not _ordered_shares([row["r1"], row["r5"], row["r10"]]):
+            found.add(key, "recalls not ordered shares")
+    return found.finding(rule, rows=results.num_rows)
+
+
+DISTANCES = ("within_1km", "within_25km", "within_200km", "within_750km", "within_2500km")
+
+
+def location_metrics_within(results: pa.Table) -> Finding:
+    """Precision, recall and F1 in [0, 1], shares within growing distances never shrinking."""
+    rule = "location metrics within range"
+    columns = ["version", "system", "input", "precision", "recall", "f1", *DISTANCES, "n_test"]
+    _require(results, columns, rule)
+    found = _Offenders()
+    for row in results.select(columns).to_pylist():
+        key = f"{row['version']}/{row['system']}/{row['input']}"
+        if not all(_within(row[m], 0.0, 1.0) for m in ("precision", "recall", "f1")):
+            found.add(key, "precision/recall/F1 outside [0, 1]")
+        if not _ordered_shares([row[d] for d in DISTANCES]):
+            found.add(key, "distance shares not ordered")
+        if (row["n_test"] or 0) < 1:
+            found.add(key, "no test items")
+    return found.finding(rule, rows=results.num_rows)
+
+
+def learning_curve_sound(curve: pa.Table) -> Finding:
+    """Epochs 1..n in order, finite losses, and exactly one best epoch, the one with the lowest
+    validation loss: evaluation loads that epoch's checkpoint."""
+    rule = "learning curve sound"
+    _require(curve, ["model", "epoch", "train_loss", "val_loss", "best"], rule)
+    found = _Offenders()
+    rows = curve.select(["model", "epoch", "train_loss", "val_loss", "best"]).to_pylist()
+    for position, row in enumerate(rows, start=1):
+        key = f"{row['model']}/{row['epoch']}"
+        if row["epoch"] != position:
+            found.add(key, f"epoch {row['epoch']} at position {position}")
+        if not all(v is not None and math.isfinite(v) for v in (row["train_loss"], row["val_loss"])):
+            found.add(key, "loss not finite")
+    best = [row for row in rows if row["best"]]
+    losses = [row["val_loss"] for row in rows if row["val_loss"] is not None and math.isfinite(row["val_loss"])]
+    if len(best) != 1:
+        found.add(f"{rows[0]['model'] if rows else '<empty>'}/best", f"{len(best)} best epochs")
+    elif losses and best[0]["val_loss"] != min(losses):
+        found.add(f"{best[0]['model']}/{best[0]['epoch']}", "best epoch without the lowest validation loss")
+    return found.finding(rule, epochs=len(rows))
+
+
+def stats_consistent(stats: pa.Table, versions: Sequence[str] = ("mlm", "mlm_irle", "mlm_irle_gr")) -> Finding:
+    """Table 2 agrees with itself: each version a subset of the one before, split sizes and
+    continents adding up to the entities (a split or continent lost or counted twice shows)."""
+    rule = "Table 2 consistent"
+    _require(stats, ["measure", *versions], rule)
+    rows = {row["measure"]: row for row in stats.to_pylist()}
+    found = _Offenders()
+    if "entities" not in rows:
+        found.add("entities", "no entities row")
+        return found.finding(rule)
+    entities = rows["entities"]
+    for bigger, smaller in zip(versions, versions[1:]):
+        if (entities[smaller] or 0) > (entities[bigger] or 0):
+            found.add(f"entities/{smaller}", f"more entities than {bigger}")
+    continents = [m for m in rows if m.startswith("entities_")]
+    for version in versions:
+        if continents and sum(rows[m][version] or 0 for m in continents) != entities[version]:
+            found.add(f"entities_<continent>/{version}", "continents do not add up to the entities")
+        split_sizes = [rows[s][version] for s in SPLIT_NAMES if s in rows]
+        if any(split_sizes) and sum(v or 0 for v in split_sizes) != entities[version]:
+            found.add(f"train+val+test/{version}", "splits do not add up to the entities")
+    return found.finding(rule, **{f"entities_{v}": entities[v] or 0 for v in versions})
+
+
+
+# ------------------------------------------------------------------ the Dagster checks
+
+C = TypeVar("C", bound=Config)
+
+
+def check_result(finding: Finding) -> AssetCheckResult:
+    """A finding as Dagster shows it: the first offending rows by name, all of them counted."""
+    return AssetCheckResult(
+        passed=finding.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=finding.detail,
+        metadata={
+            "offending_rows": len(finding.offending),
+            "offending": MetadataValue.json(list(finding.offending[:MAX_NAMED])),
+            "reasons": MetadataValue.json(dict(sorted(finding.reasons.items()))),
+            **finding.counts,
+        },
+    )
+
+
+def declared_config(context: AssetCheckExecutionContext, asset_name: str, config_class: type[C]) -> C:
+    """The configuration the asset recorded for this release (``provenance/config``), else the
+    defaults: a check must hold a table to the thresholds it was built with, not to others."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    entry = materialization.metadata.get("provenance/config") if materialization else None
+    if entry is None:
+        return config_class()
+    fields = config_class.model_fields
+    return config_class(**{k: v for k, v in entry.value.items() if k in fields})
+
+
+def table_check(
+    asset: str, name: str, rule: Callable[[pa.Table], Finding], description: str, blocking: bool = True
+) -> AssetChecksDefinition:
+    """A check that needs nothing but the asset's own table."""
+
+    @asset_check(asset=asset, name=name, blocking=blocking, description=description)
+    def _check(table: pa.Table) -> AssetCheckResult:
+        return check_result(rule(table))
+
+    return _check
+
+
+def unique(asset: str, columns: Sequence[str]) -> AssetChecksDefinition:
+    return table_check(
+        asset,
+        f"unique_{'_'.join(columns)}",
+        lambda table: unique_keys(table, columns),
+        f"No {'+'.join(columns)} twice or null: every join downstream assumes one row per key.",
+    )
+
+
+def in_range(asset: str) -> AssetChecksDefinition:
+    return table_check(
+        asset, "coordinates_in_range", coordinates_in_range, "Latitude in [-90, 90], longitude in [-180, 180]."
+    )
+
+
+@asset_check(asset="summaries", name="languages_within_configured", blocking=True, description="Summaries only in the configured languages.")
+def summaries_languages(context: AssetCheckExecutionContext, summaries: pa.Table) -> AssetCheckResult:
+    allowed = declared_config(context, "summaries", SummariesConfig).languages
+    return check_result(languages_within(summaries, "lang", allowed, key=("qid", "lang")))
+
+
+def version_languages(version: str) -> AssetChecksDefinition:
+    @asset_check(
+        asset=version,
+        name="languages_within_configured",
+        blocking=True,
+        description="Every entity has summaries, all in the configured languages.",
+    )
+    def _check(context: AssetCheckExecutionContext, table: pa.Table) -> AssetCheckResult:
+        allowed = declared_config(context, "summaries", SummariesConfig).languages
+        return check_result(languages_within(table, "languages", allowed))
+
+    return _check
+
+
+@asset_check(
+    asset="geo_cells",
+    name="cell_counts_within_thresholds",
+    blocking=True,
+    description="No cell below t_min, none above t_max unless at max_level; labels 0..n-1 in token order.",
+)
+def geo_cells_counts(context: AssetCheckExecutionContext, geo_cells: pa.Table) -> AssetCheckResult:
+    config = declared_config(context, "geo_cells", GeoCellsConfig)
+    return check_result(cell_counts_within(geo_cells, config.t_min, config.t_max, config.max_level))
+
+
+@asset_check(
+    asset="mlm_irle_gr_cells",
+    name="cell_counts_within_thresholds",
+    blocking=True,
+    description="MLM-irle-gr's own cells within its thresholds; labels 0..n-1 in token order.",
+)
+def gr_cells_counts(context: AssetCheckExecutionContext, mlm_irle_gr_cells: pa.Table) -> AssetCheckResult:
+    config = declared_config(context, "mlm_irle_gr", VersionsConfig)
+    return check_result(cell_counts_within(mlm_irle_gr_cells, config.gr_t_min, config.gr_t_max, config.gr_max_level))
+
+
+@asset_check(
+    asset="entity_cells",
+    name="cells_match",
+    blocking=True,
+    additional_ins={"geo_cells": AssetIn("geo_cells")},
+    description="Every entity's cell exists with its token; cell counts equal their members.",
+)
+def entity_cells_match(entity_cells: pa.Table, geo_cells: pa.Table) -> AssetCheckResult:
+    return check_result(cells_match_entities(geo_cells, entity_cells))
+
+
+QIDS_ONLY = {"columns": ["qid"]}
+
+
+@asset_check(
+    asset="splits",
+    name="exactly_one_split",
+    blocking=True,
+    additional_ins={v: AssetIn(v, metadata=QIDS_ONLY) for v in ("mlm", "mlm_irle", "mlm_irle_gr")},
+    description="Every entity of every version in exactly one of train/val/test.",
+)
+def splits_exactly_one(splits: pa.Table, mlm: pa.Table, mlm_irle: pa.Table, mlm_irle_gr: pa.Table) -> AssetCheckResult:
+    return check_result(exactly_one_split(splits, {"mlm": mlm, "mlm_irle": mlm_irle, "mlm_irle_gr": mlm_irle_gr}))
+
+
+@asset_check(
+    asset="text_features",
+    name="finite_vectors",
+    blocking=True,
+    additional_ins={"class_features": AssetIn("class_features", metadata={"columns": ["vector"]})},
+    description="Text vectors finite and as wide as the class vectors (one encoder for both).",
+)
+def text_features_sound(text_features: pa.Table, class_features: pa.Table) -> AssetCheckResult:
+    dim = class_features.schema.field("vector").type.list_size
+    return check_result(vectors_sound(text_features, ("qid", "lang"), dim))
+
+
+def class_features_check() -> AssetChecksDefinition:
+    def rule(table: pa.Table) -> Finding:
+        return vectors_sound(table, ("qid",), table.schema.field("vector").type.list_size)
+
+    return table_check("class_features", "finite_vectors", rule, "Class vectors present and finite.")
+
+
+def model_checks() -> list[AssetChecksDefinition]:
+    return [
+        table_check(
+            model_name(task, version),
+            "learning_curve_sound",
+            learning_curve_sound,
+            "Epochs in order, finite losses, one best epoch with the lowest validation loss.",
+        )
+        for version in BENCHMARK_VERSIONS
+        for task in TASKS
+    ]
+
+
+VERSIONS = ("mlm", "mlm_irle", "mlm_irle_gr")
+
+asset_checks: list[AssetChecksDefinition] = [
+    unique("settlement_classes", ["qid"]),
+    unique("entities", ["qid"]),
+    in_range("entities"),
+    unique("summaries", ["qid", "lang"]),
+    summaries_languages,
+    unique("images", ["qid", "file_name"]),
+    unique("images_filtered", ["qid", "file_name"]),
+    table_check(
+        "images_filtered",
+        "decodable_rasters",
+        images_decodable,
+        "No SVG; every image decodes as its declared format and size, and matches its sha256.",
+    ),
+    geo_cells_counts,
+    entity_cells_match,
+    *[check for v in VERSIONS for check in (unique(v, ["qid"]), in_range(v), version_languages(v))],
+    gr_cells_counts,
+    splits_exactly_one,
+    table_check("dataset_stats", "consistent", stats_consistent, "Table 2 adds up.", blocking=False),
+    unique("image_features", ["qid", "file_name"]),
+    table_check(
+        "image_features",
+        "finite_vectors",
+        lambda table: vectors_sound(table, ("qid", "file_name"), IMAGE_FEATURE_DIM),
+        f"{IMAGE_FEATURE_DIM}-d image vectors, present and finite.",
+    ),
+    text_features_sound,
+    class_features_check(),
+    *model_checks(),
+    table_check(
+        "retrieval_results", "within_range", retrieval_metrics_within, "medR and R@K within range.", blocking=False
+    ),
+    table_check(
+        "location_results", "within_range", location_metrics_within, "Location metrics within range.", blocking=False
+    ),
+]
+"""Every check, for definitions.py: ``Definitions(asset_checks=[..., *checks.asset_checks])``."""

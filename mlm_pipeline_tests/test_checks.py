@@ -7,9 +7,15 @@ import io
 
 import pyarrow as pa
 import pytest
+from dagster import ExecuteInProcessResult, Output, asset, materialize
 from PIL import Image
 
 from mlm_pipeline import checks, schemas
+from mlm_pipeline.parquet_io import ParquetIOManager
+from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
+
+LANGUAGES = ("en", "de", "fr")
 
 
 def entities(rows: list[tuple[str | None, float | None, float | None]]) -> pa.Table:
@@ -51,13 +57,13 @@ def test_coordinates_in_range() -> None:
 
 def test_languages_within_single_and_list_columns() -> None:
     summaries = pa.table({"qid": ["Q1", "Q1", "Q2"], "lang": ["en", "it", "fr"]})
-    finding = checks.languages_within(summaries, "lang", checks.LANGUAGES, key=("qid", "lang"))
+    finding = checks.languages_within(summaries, "lang", LANGUAGES, key=("qid", "lang"))
     assert finding.offending == ("Q1/it",)
     versions = pa.table(
         {"qid": ["Q1", "Q2", "Q3", "Q4"], "languages": [["en", "de"], ["es"], [], None]},
         schema=pa.schema([("qid", pa.string()), ("languages", schemas.STRS)]),
     )
-    finding = checks.languages_within(versions, "languages", checks.LANGUAGES)
+    finding = checks.languages_within(versions, "languages", LANGUAGES)
     assert finding.offending == ("Q2", "Q3", "Q4")
     assert finding.reasons == {"language 'es'": 1, "no language": 2}
 
@@ -190,3 +196,192 @@ def test_detail_names_the_first_rows_and_counts_the_rest() -> None:
     finding = checks.unique_keys(table, ["qid"])
     assert len(finding.offending) == 30
     assert "Q019" in finding.detail and "Q020" not in finding.detail and "and 10 more" in finding.detail
+
+
+def vector_table(rows: list[tuple[str, list[float] | None]], dim: int | None = None) -> pa.Table:
+    vector_type = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
+    return pa.table(
+        {"qid": [q for q, _ in rows], "vector": pa.array([v for _, v in rows], type=vector_type)}
+    )
+
+
+def test_vectors_sound_fixed_and_variable_width() -> None:
+    good = vector_table([("Q1", [0.0, 1.0, 2.0]), ("Q2", [3.0, 4.0, 5.0])], dim=3)
+    assert checks.vectors_sound(good, ["qid"], 3).passed
+    bad_fixed = vector_table([("Q1", [0.0, float("nan"), 2.0]), ("Q2", None), ("Q3", [1.0, 1.0, float("inf")]), ("Q4", [1.0, 2.0, 3.0])], dim=3)
+    finding = checks.vectors_sound(bad_fixed, ["qid"], 3)
+    assert finding.offending == ("Q1", "Q2", "Q3")
+    assert finding.reasons == {"NaN or infinite value": 2, "missing vector": 1}
+    ragged = vector_table([("Q1", [1.0, 2.0]), ("Q2", [1.0, 2.0, 3.0]), ("Q3", [float("nan")] * 3), ("Q4", [])])
+    finding = checks.vectors_sound(ragged, ["qid"], 3)
+    assert finding.offending == ("Q1", "Q3", "Q4")
+    assert finding.reasons == {"2-d vector": 1, "0-d vector": 1, "NaN or infinite value": 1}
+    # a fixed width other than the expected one offends on every row
+    assert checks.vectors_sound(good, ["qid"], 4).reasons == {"3-d vector": 2}
+
+
+def test_vectors_sound_across_chunks() -> None:
+    table = pa.concat_tables(
+        [vector_table([("Q1", [1.0, 2.0])], dim=2), vector_table([("Q2", [1.0, float("nan")]), ("Q3", [0.0, 0.0])], dim=2)]
+    )
+    assert table.column("vector").num_chunks == 2
+    assert checks.vectors_sound(table, ["qid"], 2).offending == ("Q2",)
+
+
+def retrieval_row(**changes: object) -> dict[str, object]:
+    row = {
+        "version": "mlm_irle", "system": "multitask", "direction": "image->text", "medr": 19.9, "medr_std": 2.0,
+        "r1": 0.05, "r5": 0.2, "r10": 0.34, "subset_size": 500, "n_subsets": 10, "n_test": 21869,
+        "model": "model_multitask_mlm_irle", "best_epoch": 7,
+    }
+    return row | changes
+
+
+def test_retrieval_metrics_within() -> None:
+    good = pa.Table.from_pylist([retrieval_row(), retrieval_row(direction="text->image", medr=1.0)], schema=schemas.RETRIEVAL_RESULTS)
+    assert checks.retrieval_metrics_within(good).passed
+    bad = pa.Table.from_pylist(
+        [
+            retrieval_row(direction="a", medr=0.5),
+            retrieval_row(direction="b", r5=0.01),
+            retrieval_row(direction="c", r10=1.2),
+            retrieval_row(direction="d", subset_size=30000),
+            retrieval_row(direction="e", medr=float("nan")),
+        ],
+        schema=schemas.RETRIEVAL_RESULTS,
+    )
+    finding = checks.retrieval_metrics_within(bad)
+    assert finding.offending == tuple(f"mlm_irle/multitask/{d}" for d in "abcde")
+    assert finding.reasons == {
+        "medR outside 1..subset size": 2,
+        "recalls not ordered shares": 2,
+        "subset size outside 1..n_test": 1,
+    }
+
+
+def location_row(**changes: object) -> dict[str, object]:
+    row = {
+        "version": "mlm_irle", "system": "multitask", "input": "image", "precision": 0.2, "recall": 0.15, "f1": 0.15,
+        "within_1km": 0.0, "within_25km": 0.1, "within_200km": 0.3, "within_750km": 0.6, "within_2500km": 0.9,
+        "n_test": 100, "model": "m", "best_epoch": 3,
+    }
+    return row | changes
+
+
+def test_location_metrics_within() -> None:
+    assert checks.location_metrics_within(pa.Table.from_pylist([location_row()], schema=schemas.LOCATION_RESULTS)).passed
+    bad = pa.Table.from_pylist(
+        [location_row(input="a", f1=1.5), location_row(input="b", within_750km=0.2), location_row(input="c", n_test=0)],
+        schema=schemas.LOCATION_RESULTS,
+    )
+    finding = checks.location_metrics_within(bad)
+    assert finding.offending == ("mlm_irle/multitask/a", "mlm_irle/multitask/b", "mlm_irle/multitask/c")
+    assert finding.reasons == {"precision/recall/F1 outside [0, 1]": 1, "distance shares not ordered": 1, "no test items": 1}
+
+
+def curve(rows: list[tuple[int, float, float, bool]]) -> pa.Table:
+    defaults = {name: None for name in schemas.LEARNING_CURVE.names}
+    return pa.Table.from_pylist(
+        [defaults | {"model": "m", "epoch": e, "train_loss": t, "val_loss": v, "best": b} for e, t, v, b in rows],
+        schema=schemas.LEARNING_CURVE,
+    )
+
+
+def test_learning_curve_sound() -> None:
+    assert checks.learning_curve_sound(curve([(1, 2.0, 1.5, False), (2, 1.0, 1.2, True), (3, 0.9, 1.3, False)])).passed
+    finding = checks.learning_curve_sound(curve([(1, 2.0, 1.5, True), (3, float("nan"), 1.2, False)]))
+    assert finding.offending == ("m/1", "m/3")
+    assert finding.reasons == {
+        "epoch 3 at position 2": 1,
+        "loss not finite": 1,
+        "best epoch without the lowest validation loss": 1,
+    }
+    assert checks.learning_curve_sound(curve([(1, 2.0, 1.5, False)])).reasons == {"0 best epochs": 1}
+
+
+def stats(rows: dict[str, tuple[int, int, int]]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"row": i, "measure": m, "mlm": a, "mlm_irle": b, "mlm_irle_gr": c} for i, (m, (a, b, c)) in enumerate(rows.items())],
+        schema=schemas.DATASET_STATS,
+    )
+
+
+def test_stats_consistent() -> None:
+    good = {
+        "entities": (10, 8, 4), "images": (20, 12, 5), "train": (8, 6, 2), "val": (1, 1, 1), "test": (1, 1, 1),
+        "entities_EU": (7, 6, 4), "entities_AS": (3, 2, 0),
+    }
+    assert checks.stats_consistent(stats(good)).passed
+    bad = good | {"entities": (10, 8, 9), "test": (1, 2, 1), "entities_AS": (2, 2, 0)}
+    finding = checks.stats_consistent(stats(bad))
+    assert finding.offending == (
+        "entities/mlm_irle_gr", "entities_<continent>/mlm", "entities_<continent>/mlm_irle_gr",
+        "train+val+test/mlm_irle", "train+val+test/mlm_irle_gr",
+    )
+
+
+# ------------------------------------------------------------------ the Dagster checks in a run
+
+RELEASE = "2026-01-05"
+
+
+def run_with_checks(tmp_path, instance, assets: list, selection_checks: list) -> ExecuteInProcessResult:
+    instance.add_dynamic_partitions("release", [RELEASE])
+    return materialize(
+        [*assets, *selection_checks],
+        partition_key=RELEASE,
+        instance=instance,
+        resources={"io_manager": ParquetIOManager(base_dir=str(tmp_path))},
+        raise_on_error=False,
+    )
+
+
+def check_evaluations(result) -> dict[str, object]:
+    return {
+        f"{e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}": e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_a_failing_blocking_check_names_the_rows_and_stops_what_is_downstream(tmp_path, dagster_instance) -> None:
+    bad = [{"qid": "Q1", "lat": 10.0, "lon": 20.0}, {"qid": "Q2", "lat": 95.0, "lon": 0.0}, {"qid": "Q1", "lat": 1.0, "lon": 1.0}]
+
+    @asset(name="entities", partitions_def=release_partitions)
+    def bad_entities() -> pa.Table:
+        defaults = {name: None for name in schemas.ENTITIES.names}
+        return pa.Table.from_pylist([defaults | row for row in bad], schema=schemas.ENTITIES)
+
+    built = []
+
+    @asset(partitions_def=release_partitions, deps=["entities"])
+    def downstream() -> None:
+        built.append(True)
+
+    entity_checks = [c for c in checks.asset_checks if {k.asset_key.to_user_string() for k in c.check_keys} == {"entities"}]
+    result = run_with_checks(tmp_path, dagster_instance, [bad_entities, downstream], entity_checks)
+    assert not result.success and not built
+    evaluations = check_evaluations(result)
+    unique, in_range = evaluations["entities:unique_qid"], evaluations["entities:coordinates_in_range"]
+    assert not unique.passed and unique.metadata["offending"].value == ["Q1"]
+    assert not in_range.passed and in_range.metadata["offending"].value == ["Q2"]
+    assert in_range.metadata["reasons"].value == {"latitude out of range": 1}
+    assert "Q2" in in_range.description
+
+
+def test_language_check_holds_summaries_to_the_languages_they_were_built_with(tmp_path, dagster_instance) -> None:
+    rows = [{"qid": "Q1", "lang": "en", "title": "A", "text": "a"}, {"qid": "Q1", "lang": "de", "title": "A", "text": "b"}]
+
+    @asset(name="summaries", partitions_def=release_partitions)
+    def english_only():
+        table = pa.Table.from_pylist(rows, schema=schemas.SUMMARIES)
+        return Output(table, metadata=provenance(config={"languages": ["en"]}))
+
+    language_check = [
+        c
+        for c in checks.asset_checks
+        if any(k.name == "languages_within_configured" and k.asset_key.path == ["summaries"] for k in c.check_keys)
+    ]
+    result = run_with_checks(tmp_path, dagster_instance, [english_only], language_check)
+    evaluation = check_evaluations(result)["summaries:languages_within_configured"]
+    assert not evaluation.passed and evaluation.metadata["offending"].value == ["Q1/de"]
