@@ -52,10 +52,10 @@ class SplitData:
         return self.images[self.image_start]
 
     def image_rows(self, generator: torch.Generator) -> torch.Tensor:
-        """One random image row per entity."""
+        """One random image row per entity, drawn on the CPU (where the generator lives)."""
+        count, start = self.image_count.cpu(), self.image_start.cpu()
         draw = torch.rand(len(self), generator=generator, dtype=torch.float64)
-        offset = torch.minimum((draw * self.image_count).long(), self.image_count - 1)
-        return self.image_start + offset
+        return start + torch.minimum((draw * count).long(), count - 1)
 
     def to(self, device: torch.device) -> SplitData:
         return SplitData(
