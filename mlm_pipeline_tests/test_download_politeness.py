@@ -131,7 +131,8 @@ def server(shared_server: RunningServer) -> RunningServer:
 
 
 def polite(**overrides: object) -> Politeness:
-    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.05, timeout_s=0.5, max_attempts=3)
+    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.05, timeout_s=0.5, timeout_hold_s=0.05,
+                          max_attempts=3)
     settings.update(overrides)
     return Politeness(**settings)
 

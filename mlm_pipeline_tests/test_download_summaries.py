@@ -31,7 +31,8 @@ def entities_of(world: World) -> pa.Table:
 
 
 def fast_politeness(**overrides: object) -> Politeness:
-    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.1, timeout_s=0.25, max_attempts=6)
+    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.1, timeout_s=0.25, timeout_hold_s=0.25,
+                          max_attempts=6)
     settings.update(overrides)
     return Politeness(**settings)
 

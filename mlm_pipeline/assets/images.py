@@ -14,6 +14,9 @@ from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.storage import StorageResource
 
+# Stored image URLs of the embedded world name this origin: its servers' ports change every run.
+EMBEDDED_COMMONS = "http://commons.embedded-world.invalid"
+
 
 class ImagesConfig(PoliteDownloadConfig):
     width: int = Field(250, description="thumbnail width; one of Commons' standard widths (others get 429)")
@@ -23,10 +26,11 @@ class ImagesConfig(PoliteDownloadConfig):
     max_pixels: int = Field(25_000_000, description="largest decoded image (width x height); bombs are refused")
     parallel_batches: int = Field(2, description="metadata batches in flight (a kill loses at most these)")
 
-    def plan(self) -> ImagePlan:
+    def plan(self, wikimedia: WikimediaResource) -> ImagePlan:
         plan = ImagePlan(width=self.width, metadata_batch=self.metadata_batch, max_bytes=self.max_bytes,
                          max_pixels=self.max_pixels, parallel_batches=self.parallel_batches,
-                         progress_every_s=self.progress_every_s)
+                         progress_every_s=self.progress_every_s,
+                         public_origin=EMBEDDED_COMMONS if wikimedia.source == "embedded" else "")
         if problems := plan.problems():
             raise ValueError("images config: " + "; ".join(problems))
         return plan
@@ -53,7 +57,7 @@ def images(
     storage: StorageResource,
     entities: pa.Table,
 ) -> Iterator[Output]:
-    plan = config.plan()
+    plan = config.plan(wikimedia)
     folder = storage.folder("staging", context.partition_key, "images", plan.fingerprint())
     with wikimedia.open() as endpoints:
         politeness = config.politeness(endpoints, pools={MEDIA_POOL: config.media_concurrency})

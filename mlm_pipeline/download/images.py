@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 import pyarrow as pa
+from yarl import URL
 
 from mlm_pipeline import schemas
 from mlm_pipeline.download.mediawiki import query_titles, title_problem
@@ -47,6 +48,10 @@ class ImagePlan:
     parallel_batches: int = 2
     max_continuations: int = 50
     progress_every_s: float = 10.0
+    # Stored URLs name this origin instead of the Commons server's when set: the embedded
+    # world's servers get new ports every run, and a URL with a port in it would make the same
+    # release give different bytes.
+    public_origin: str = ""
 
     def problems(self) -> list[str]:
         problems = []
@@ -142,6 +147,14 @@ class ImageDownloader:
                 failures[name] = ("no_imageinfo", "the file page has no file information", True)
         return infos, failures
 
+    def public_url(self, url: str) -> str:
+        if not self.plan.public_origin:
+            return url
+        served, origin = URL(url), URL(self.filepath)
+        if served.origin() != origin.origin():
+            return url
+        return self.plan.public_origin.rstrip("/") + served.raw_path_qs
+
     def _check(self, response: Response) -> ImageFacts:
         try:
             facts = inspect_image(response.body, self.plan.max_pixels)
@@ -149,6 +162,10 @@ class ImageDownloader:
             raise Invalid("too_many_pixels", str(exc)[:200], retry=False) from None
         if facts.problem:
             raise Invalid("corrupt", facts.problem)
+        if facts.width is not None and facts.width > self.plan.width:
+            # An original (megapixels) where a thumbnail was asked for: not what the encoders need,
+            # and the next attempt usually gets the thumbnail.
+            raise Invalid("wrong_size", f"{facts.width}px wide where {self.plan.width}px was asked for")
         return facts
 
     async def file(self, name: str, info: dict[str, Any]) -> dict[str, Any] | tuple[str, str, bool]:
@@ -167,7 +184,7 @@ class ImageDownloader:
         facts: ImageFacts = response.checked
         licence, attribution = licence_and_attribution(info)
         return {
-            "key": name, "file_name": name, "url": response.url,
+            "key": name, "file_name": name, "url": self.public_url(response.url),
             "sha256": hashlib.sha256(response.body).hexdigest(), "format": facts.format,
             "width": facts.width, "height": facts.height, "n_bytes": len(response.body),
             "license": licence, "attribution": attribution, "content": response.body,

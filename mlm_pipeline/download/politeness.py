@@ -42,6 +42,9 @@ class Politeness:
     backoff_max_s: float = 60.0
     max_retry_after_s: float = 300.0  # a longer pause asked by a server fails the request instead of waiting
     timeout_s: float = 60.0
+    # After a timeout the server may still be working on the abandoned request: its slot stays
+    # taken this much longer, so that the retry does not make one request too many in flight.
+    timeout_hold_s: float = 10.0
     max_redirects: int = 5
 
     def __post_init__(self) -> None:
@@ -56,6 +59,8 @@ class Politeness:
         for name in ("backoff_s", "backoff_max_s", "max_retry_after_s", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        if self.timeout_hold_s < 0:
+            raise ConfigError(f"timeout_hold_s={self.timeout_hold_s} must not be negative")
         if self.max_redirects < 0:
             raise ConfigError(f"max_redirects={self.max_redirects} must not be negative")
 
@@ -311,7 +316,8 @@ class PoliteSession:
         except aiohttp.ClientPayloadError as exc:
             raise _Trouble("truncated", f"incomplete body ({type(exc).__name__})", retry=True) from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise _Trouble("timeout", f"no complete answer within {self.politeness.timeout_s}s",
+            await asyncio.sleep(self.politeness.timeout_hold_s)
+            raise _Trouble("timeout", f"no complete answer within {self.politeness.timeout_s:g}s",
                            retry=True) from None
         except aiohttp.ClientResponseError as exc:
             raise _Trouble("bad_response", type(exc).__name__, retry=True) from None

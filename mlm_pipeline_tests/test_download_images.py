@@ -1,0 +1,191 @@
+"""Thumbnails from the embedded world's Commons: right bytes, licences, limits, faults, resumption."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from mlm_pipeline import schemas
+from mlm_pipeline.download.images import (
+    STAGED_IMAGES, ImagePlan, download_images, filepath_url, licence_and_attribution, plain_text, wanted_files,
+)
+from mlm_pipeline.download.politeness import Politeness, PoliteSession
+from mlm_pipeline.download.staging import Staging
+from mlm_pipeline.resources import user_agent
+from mlm_pipeline.world import Served, World, expected, running_world
+from mlm_pipeline.world.commons_server import FileIndex
+from mlm_pipeline.world.wiki_server import served_counts
+
+TIMEOUT = 1.0
+UA = user_agent("https://example.org/mlm-tests")
+ALL_PROPS = ("P18", "P41", "P94", "P242", "P1943", "P948")
+FAULTS = ("http429=0.015,http5xx=0.06,timeout=0.012,truncate=0.05,corrupt=0.06,content_type=0.05,"
+          "redirect_loop=0.05,oversize=0.04,garbage=0.05,hang=1.2,retry_after=0.2,seed=7")
+log = logging.getLogger(__name__)
+
+
+def entities_of(world: World, props: tuple[str, ...] = ("P18",)) -> pa.Table:
+    truth = world.truth if props == ("P18",) else expected(world, image_props=props)
+    return pa.Table.from_pylist(list(truth.entities.values()), schema=schemas.ENTITIES)
+
+
+def fast_politeness(**overrides: object) -> Politeness:
+    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.1, timeout_s=TIMEOUT, timeout_hold_s=TIMEOUT,
+                          max_attempts=6)
+    settings.update(overrides)
+    return Politeness(**settings)
+
+
+def run(entities: pa.Table, served: Served, folder: Path, plan: ImagePlan = ImagePlan(),
+        politeness: Politeness | None = None) -> tuple[pa.Table, pa.Table]:
+    async def go() -> tuple[pa.Table, pa.Table]:
+        async with PoliteSession(politeness or fast_politeness()) as http:
+            return await download_images(entities, served.commons_api, served.commons_filepath, http,
+                                         Staging(folder, STAGED_IMAGES), plan, log.info)
+
+    return asyncio.run(go())
+
+
+def expected_thumbnail(files: FileIndex, name: str, width: int = 250) -> bytes:
+    """What Commons serves for ``Special:FilePath/<name>?width=W``: the thumbnail, or the original
+    when that is narrower (MediaWiki does not scale up)."""
+    source = files.find(name)
+    assert source is not None
+    if source.format != "svg" and source.size[0] <= width:
+        return source.original()
+    return source.thumbnail(width)[0]
+
+
+def pairs(table: pa.Table, item: str) -> set[tuple[str, str]]:
+    return set(zip(table["qid"].to_pylist(), table[item].to_pylist()))
+
+
+def wanted_pairs(entities: pa.Table) -> set[tuple[str, str]]:
+    return {(qid, name) for name, qids in wanted_files(entities).items() for qid in qids}
+
+
+def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world)
+    outside_before = sorted(p.name for p in tmp_path.parent.iterdir())
+    with running_world(tiny_world) as served:
+        images, failures = run(entities, served, tmp_path / "staging")
+        commons = served.servers["commons"].counters
+        assert commons.get("violations", 0) == 0
+        assert commons["max_inflight:media"] <= 2
+        files = len(wanted_files(entities))
+        assert commons["requests"] == -(-files // 50) + 2 * files  # imageinfo batches + redirect + thumbnail
+    assert images.schema == schemas.IMAGES and failures.num_rows == 0
+    assert pairs(images, "file_name") == wanted_pairs(entities)
+    index = FileIndex(tiny_world)
+    for row in images.to_pylist():
+        body = expected_thumbnail(index, row["file_name"])
+        assert row["content"] == body and row["sha256"] == hashlib.sha256(body).hexdigest()
+        assert row["n_bytes"] == len(body) and row["width"] <= 250
+        info = tiny_world.files[row["file_name"]]
+        assert row["license"] == info.license and row["attribution"] == info.author
+        assert row["format"] == ("JPEG" if info.format == "jpeg" else "PNG")  # SVGs come as PNG renderings
+        assert row["url"].startswith(served.commons_filepath.split("/wiki/")[0] + "/w/")
+    # The world's tricky names ('../..', '/', '%', '?', '..jpg') arrive under their own names ...
+    tricky = {n for n in images["file_name"].to_pylist() if "/" in n or ".." in n or "%" in n}
+    assert {"../../Szombathely escape.jpg", "Rue de la Gare/Bahnhofstraße in Szombathely.jpg", "..jpg"} <= tricky
+    # ... and nothing was written anywhere but the staging folder, under hash-derived names only.
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == outside_before
+    assert [p.name for p in tmp_path.iterdir()] == ["staging"]
+    assert all(p.is_file() and p.name.split("-", 1)[0].isdigit() for p in (tmp_path / "staging").iterdir())
+
+
+def test_faults_end_in_an_image_or_an_accounted_failure(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world, ALL_PROPS).slice(0, 60)
+    with running_world(tiny_world, faults=FAULTS) as served:
+        images, failures = run(entities, served, tmp_path)
+        commons = served.servers["commons"].counters
+        assert commons.get("violations", 0) == 0
+        injected = {k.split(":", 1)[1] for k in commons if k.startswith("fault:")}
+    assert injected == {"http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop",
+                        "oversize", "garbage"}
+    assert pairs(images, "file_name") | pairs(failures, "item") == wanted_pairs(entities)
+    assert not pairs(images, "file_name") & pairs(failures, "item")
+    index = FileIndex(tiny_world)
+    for row in images.to_pylist():  # what was stored is what Commons serves (or, damaged every time, undecodable)
+        assert row["content"] == expected_thumbnail(index, row["file_name"]) or row["width"] is None
+    assert images.num_rows > 0.9 * len(wanted_pairs(entities))
+    for reason, detail in zip(failures["reason"].to_pylist(), failures["detail"].to_pylist()):
+        assert reason and "attempts=" in detail
+
+
+def test_oversized_answers_and_bombs_are_refused_and_recorded(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world).slice(0, 12)
+    with running_world(tiny_world, faults="commons.oversize=1,seed=2") as served:
+        # Generous timeout: drawing a multi-megapixel original (one of the variants) takes a while.
+        images, failures = run(entities, served, tmp_path,
+                               politeness=fast_politeness(max_attempts=2, timeout_s=20.0, timeout_hold_s=20.0))
+        assert served.servers["commons"].counters.get("violations", 0) == 0
+    assert images.num_rows == 0 and pairs(failures, "item") == wanted_pairs(entities)
+    reasons = Counter(failures["reason"].to_pylist())
+    assert set(reasons) == {"too_many_pixels", "too_large", "wrong_size"}  # bomb, padded, original
+    bombs = [d for r, d in zip(failures["reason"].to_pylist(), failures["detail"].to_pylist()) if r == "too_many_pixels"]
+    assert all("attempts=1" in d for d in bombs)  # refused at once, never decoded
+
+
+def test_a_killed_download_resumes_without_fetching_anything_twice(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world)
+    # Stored URLs must not carry the servers' ports, or two runs of one release would differ.
+    plan = ImagePlan(metadata_batch=10, parallel_batches=2, public_origin="http://commons.test")
+    with running_world(tiny_world) as clean:
+        uninterrupted = run(entities, clean, tmp_path / "clean", plan)
+
+    folder = tmp_path / "killed"
+    with running_world(tiny_world) as served:
+        async def killed_after(shards: int) -> None:
+            async with PoliteSession(fast_politeness()) as http:
+                task = asyncio.create_task(download_images(
+                    entities, served.commons_api, served.commons_filepath, http, Staging(folder, STAGED_IMAGES),
+                    plan, log.info))
+                while len(list(folder.glob("*.results.parquet"))) < shards:
+                    await asyncio.sleep(0.005)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+        asyncio.run(killed_after(8))
+        stored = set(Staging(folder, STAGED_IMAGES).load().results["key"].to_pylist())
+        commons = served.servers["commons"]
+        first = Counter({k: n for k, n in served_counts(commons).items() if k.startswith("thumb:")})
+        assert 0 < len(stored) < len(wanted_files(entities))
+
+        resumed = run(entities, served, folder, plan)
+        second = Counter({k: n for k, n in served_counts(commons).items() if k.startswith("thumb:")}) - first
+        assert commons.counters.get("violations", 0) == 0
+    refetched = {k.split(":", 1)[1].rpartition(":")[0] for k in second}
+    assert not stored & refetched  # nothing stored before the kill was downloaded again
+    assert max((first + second).values()) <= 2  # only files in flight at the kill came twice
+    assert resumed[0].equals(uninterrupted[0]) and resumed[1].equals(uninterrupted[1])
+
+
+def test_file_path_urls_keep_names_in_one_segment() -> None:
+    base = "http://127.0.0.1:1/wiki/Special:FilePath/"
+    assert filepath_url(base, "../../A b.jpg", 250) == base + "..%2F..%2FA_b.jpg?width=250"
+    assert filepath_url(base, "100% view?.jpg", 330) == base + "100%25_view%3F.jpg?width=330"
+
+
+def test_licence_and_attribution_are_plain_text() -> None:
+    info = {"extmetadata": {
+        "LicenseShortName": {"value": "CC BY-SA 4.0"},
+        "Artist": {"value": '<a href="//commons.wikimedia.org/wiki/User:A_B" title="User:A B">A&nbsp;B &amp; C</a>'},
+        "Credit": {"value": '<span class="int-own-work">Own work</span>'},
+    }}
+    assert licence_and_attribution(info) == ("CC BY-SA 4.0", "A B & C")
+    assert licence_and_attribution({"extmetadata": {"Credit": {"value": "<i>Archive</i>"}}}) == (None, "Archive")
+    assert plain_text("  two\n words ") == "two words"
+
+
+def test_non_standard_width_is_refused_before_any_request(tiny_world: World, tmp_path: Path) -> None:
+    served = Served(tiny_world, "", "", "http://127.0.0.1:9/w/api.php", "http://127.0.0.1:9/wiki/Special:FilePath/")
+    with pytest.raises(ValueError, match="width=224 is not one of Commons' standard"):
+        run(entities_of(tiny_world), served, tmp_path, ImagePlan(width=224))
