@@ -64,6 +64,9 @@ def test_summaries_asset_accounts_for_every_sitelink(tiny_world: World, tmp_path
     assert meta["summaries"]["summaries"].value == table.num_rows
     assert meta["summary_dropouts"]["dropouts_by_reason"].value == {"missing_page": dropouts.num_rows}
     assert meta["summaries"]["requests_per_item"].value < 0.1  # 20 titles a request, not one
+    # Progress is in the run's log: counts and rates, from start to end.
+    lines = [e.user_message for e in dagster_instance.all_logs(result.run_id) if "summaries: " in e.user_message]
+    assert len(lines) >= 2 and "(100.0%)" in lines[-1] and "/s, ETA" in lines[-1]
     # Staged under the storage folder for this release, named by hashes only.
     staged = list((tmp_path / "staging" / tiny_world.release / "summaries").iterdir())
     assert staged and all(p.name.split("-", 1)[0].isdigit() for p in staged)
@@ -77,3 +80,45 @@ def test_bad_config_fails_before_any_request(tiny_world: World, tmp_path: Path, 
     with pytest.raises(ValueError, match="batch_size=50"):
         run_stages(tiny_world, tmp_path, dagster_instance, ["summaries", "summary_dropouts"],
                    {"summaries": {"config": {"batch_size": 50}}})
+
+
+def test_images_and_filter_assets_account_for_every_file(tiny_world: World, tmp_path: Path,
+                                                         dagster_instance: object) -> None:
+    entities = stored_entities(tiny_world, tmp_path)
+    result = run_stages(tiny_world, tmp_path, dagster_instance,
+                        ["images", "image_failures", "images_filtered", "image_dropouts"],
+                        {"images": {"config": FAST}})
+    assert result.success
+    release = tiny_world.release
+    table, failures = read(tmp_path, "images", release), read(tmp_path, "image_failures", release)
+    kept, dropouts = read(tmp_path, "images_filtered", release), read(tmp_path, "image_dropouts", release)
+    assert table.schema == kept.schema == schemas.IMAGES and dropouts.schema == failures.schema == schemas.DROPOUTS
+    wanted = {(row["qid"], name) for row in entities.to_pylist() for name in row["images"]}
+    downloaded = set(zip(table["qid"].to_pylist(), table["file_name"].to_pylist()))
+    assert downloaded | set(zip(failures["qid"].to_pylist(), failures["item"].to_pylist())) == wanted
+    # Stage 4 splits stage 3 without loss: SVG files (Commons serves them as PNG renderings) go.
+    left = set(zip(kept["qid"].to_pylist(), kept["file_name"].to_pylist()))
+    removed = dict(zip(zip(dropouts["qid"].to_pylist(), dropouts["item"].to_pylist()), dropouts["reason"].to_pylist()))
+    assert left | set(removed) == downloaded and not left & set(removed)
+    svg = {pair for pair in downloaded if tiny_world.files[pair[1]].format == "svg"}
+    assert svg and {pair for pair, reason in removed.items() if reason == "svg"} == svg
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("images_filtered")}
+    assert meta["images_filtered"]["svg"].value == len(svg)
+    assert meta["images_filtered"]["kept"].value == kept.num_rows
+    assert meta["images_filtered"]["entities_left_without_image"].value == len(tiny_world.truth.svg_only)
+    assert all(url.startswith(images.EMBEDDED_COMMONS + "/w/") for url in table["url"].to_pylist())
+
+
+def test_rematerialising_from_scratch_gives_the_same_bytes(tiny_world: World, tmp_path_factory: pytest.TempPathFactory,
+                                                           dagster_instance: object) -> None:
+    entities = pa.Table.from_pylist(list(tiny_world.truth.entities.values()), schema=schemas.ENTITIES).slice(0, 60)
+    stored = []
+    for attempt in ("first", "second"):  # new servers (new ports), new staging, same release
+        base = tmp_path_factory.mktemp(attempt)
+        write_parquet(schemas.sort_table(entities, "entities"), base / "entities" / f"{tiny_world.release}.parquet")
+        assert run_stages(tiny_world, base, dagster_instance,
+                          ["summaries", "summary_dropouts", "images", "image_failures"],
+                          {"summaries": {"config": FAST}, "images": {"config": FAST}}).success
+        stored.append({name: (base / name / f"{tiny_world.release}.parquet").read_bytes()
+                       for name in ("summaries", "summary_dropouts", "images", "image_failures")})
+    assert stored[0] == stored[1]
