@@ -22,7 +22,6 @@ from mlm_pipeline.sparql.queries import (
     check_qid,
     labels_query,
     qid_of,
-    select_all,
     select_batched,
     subclasses_query,
 )
@@ -97,13 +96,10 @@ def fetch_closure(
     log = log or logging.getLogger(__name__)
 
     def expand(frontier: list[str]) -> Iterable[Edge]:
-        edges = []
-        for start in range(0, len(frontier), batch_size):
-            batch = frontier[start : start + batch_size]
-            build = lambda limit, offset: subclasses_query(batch, limit, offset)  # noqa: E731
-            for row in select_all(client, build, page_size):
-                edges.append((qid_of(row["child"].value, "classes.subclasses"), qid_of(row["parent"].value, "classes.subclasses")))
-        log.info("subclass walk: %d classes below a frontier of %d", len(edges), len(frontier))
+        rows = list(select_batched(client, frontier, subclasses_query, batch_size, page_size))
+        source = "classes.subclasses"
+        edges = [(qid_of(r["child"].value, source), qid_of(r["parent"].value, source)) for r in rows]
+        log.info("subclass walk: %d edges below a frontier of %d classes", len(edges), len(frontier))
         return edges
 
     found = walk(base, max_hops, expand)

@@ -40,11 +40,11 @@ from mlm_pipeline.sparql.queries import (
     qid_of,
     select_batched,
     sitelinks_query,
+    wikipedia,
 )
 
 EARTH = "Q2"
 LABEL_LANGUAGES = ("en", "de", "fr")  # the label_* and title_* columns of schemas.ENTITIES
-WDT = "http://www.wikidata.org/prop/direct/"
 FILE_PATH_MARKER = "/wiki/Special:FilePath/"
 STAGE = "entities"
 
@@ -241,7 +241,7 @@ class _Run:
         build = lambda batch, limit, offset: images_query(batch, props, limit, offset)  # noqa: E731
         for row in self.lookup("images", keys, build):
             qid = qid_of(row["item"].value, "entities.images")
-            prop = row["property"].value.removeprefix(WDT)
+            prop = row["property"].value
             name = file_name(row["file"].value)
             if name is not None:
                 self.facts[qid].images.setdefault(prop, []).append(name)
@@ -250,10 +250,11 @@ class _Run:
     def articles(self, keys: list[str]) -> list[str]:
         # Titles in every language with a column, whichever languages make an entity count.
         build = lambda batch, limit, offset: sitelinks_query(batch, LABEL_LANGUAGES, limit, offset)  # noqa: E731
+        site_language = {wikipedia(lang): lang for lang in LABEL_LANGUAGES}
         for row in self.lookup("articles", keys, build):
             qid = qid_of(row["item"].value, "entities.sitelinks")
             titles = self.facts[qid].titles
-            lang, title = row["lang"].value, row["title"].value
+            lang, title = site_language[row["site"].value], row["title"].value
             if lang not in titles or title < titles[lang]:
                 titles[lang] = title
         return self.keep(keys, check_articles)

@@ -7,10 +7,12 @@ world. Every value that reaches a query text is either checked here against a st
 neither a configuration file nor a hostile endpoint can inject SPARQL.
 
 Paging is chosen so that the answer cannot depend on the page size: listings of candidates page
-by keyset on the entity IRI (cheap at any depth), look-ups of a ``VALUES`` batch page by
-``ORDER BY`` over every projected variable plus ``LIMIT``/``OFFSET`` (a total order, so pages
-neither overlap nor skip). Each page asks for one row more than it keeps, which tells the last
-page apart without an extra empty query.
+by keyset on the entity IRI (cheap at any depth); look-ups over a ``VALUES`` batch are sent
+unordered (sorting costs the engine more than the look-up) and a batch whose answer does not
+fit one page is halved until it does, a single key with a larger answer paging by ``ORDER BY``
+over every projected variable plus ``LIMIT``/``OFFSET`` (a total order, so pages neither overlap
+nor skip). Each query asks for one row more than it keeps, which tells "complete" from "cut
+off" without an extra query.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def check_languages(field: str, values: Sequence[object], allowed: Sequence[str]
     return list(values)  # type: ignore[arg-type]
 
 
+def check_language(value: str) -> str:
+    if not LANG_RE.fullmatch(value):
+        raise ConfigError(f"language {value!r} is not a language code (e.g. 'en')")
+    return value
+
+
 def check_int(field: str, value: object, least: int, most: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
         raise ConfigError(f"{field}={value!r} must be a whole number from {least} to {most}")
@@ -133,35 +141,36 @@ def dataset_version_query() -> Query:
     )
 
 
-def subclasses_query(parents: Sequence[str], limit: int, offset: int) -> Query:
+def _lookup(name: str, variables: tuple[str, ...], body: str, limit: int, offset: int | None) -> Query:
+    """A look-up over a ``VALUES`` batch.
+
+    Unordered when ``offset`` is None: the cheapest form, used when the whole answer fits one
+    page (the caller splits a batch whose answer does not). Otherwise DISTINCT rows ordered by
+    every projected variable, so LIMIT/OFFSET pages neither overlap nor skip.
+    """
+    projected = " ".join(f"?{v}" for v in variables)
+    if offset is None:
+        head, tail = f"SELECT {projected}", f"LIMIT {limit}"
+    else:
+        head, tail = f"SELECT DISTINCT {projected}", f"ORDER BY {projected}\nLIMIT {limit} OFFSET {offset}"
+    return Query(name, f"{PREFIXES}{head} WHERE {{\n{body}}}\n{tail}", variables)
+
+
+def subclasses_query(parents: Sequence[str], limit: int, offset: int | None = None) -> Query:
     """One ``wdt:P279`` hop below ``parents``: the BFS walks the graph one level per round."""
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?child ?parent WHERE {\n"
-        + f"  {_values('parent', parents)}\n"
-        + "  ?child wdt:P279 ?parent .\n"
-        + "}\nORDER BY ?child ?parent\n"
-        + f"LIMIT {limit} OFFSET {offset}"
-    )
-    return Query("classes.subclasses", text, ("child", "parent"))
+    body = f"  {_values('parent', parents)}\n  ?child wdt:P279 ?parent .\n"
+    return _lookup("classes.subclasses", ("child", "parent"), body, limit, offset)
 
 
-def labels_query(qids: Sequence[str], languages: Sequence[str], limit: int, offset: int) -> Query:
-    langs = ", ".join(_string(lang) for lang in languages)
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?item ?label WHERE {\n"
-        + f"  {_values('item', qids)}\n"
-        + "  ?item rdfs:label ?label .\n"
-        + f"  FILTER(LANG(?label) IN ({langs}))\n"
-        + "}\nORDER BY ?item ?label\n"
-        + f"LIMIT {limit} OFFSET {offset}"
-    )
-    return Query("labels", text, ("item", "label"))
+def labels_query(qids: Sequence[str], languages: Sequence[str], limit: int, offset: int | None = None) -> Query:
+    langs = ", ".join(_string(check_language(lang)) for lang in languages)
+    body = f"  {_values('item', qids)}\n  ?item rdfs:label ?label .\n  FILTER(LANG(?label) IN ({langs}))\n"
+    return _lookup("labels", ("item", "label"), body, limit, offset)
 
 
-def candidates_query(classes: Sequence[str], after: str | None, limit: int) -> Query:
-    """Instances of a batch of classes, one keyset page (items after ``after``, in IRI order)."""
+def candidates_query(classes: Sequence[str], limit: int, after: str | None = None, ordered: bool = False) -> Query:
+    """Instances of a batch of classes: unordered (cheap: the engine stops after ``limit`` rows),
+    or one keyset page of a single big class (items after ``after``, in IRI order)."""
     keyset = f"  FILTER(STR(?item) > {_string(WD + check_qid('after', after))})\n" if after else ""
     text = (
         PREFIXES
@@ -169,82 +178,63 @@ def candidates_query(classes: Sequence[str], after: str | None, limit: int) -> Q
         + f"  {_values('class', classes)}\n"
         + "  ?item wdt:P31 ?class .\n"
         + keyset
-        + "}\nORDER BY ?item\n"
+        + "}\n"
+        + ("ORDER BY ?item\n" if ordered else "")
         + f"LIMIT {limit}"
     )
     return Query("entities.candidates", text, ("item",))
 
 
-def coordinates_query(items: Sequence[str], limit: int, offset: int) -> Query:
+def coordinates_query(items: Sequence[str], limit: int, offset: int | None = None) -> Query:
     """Every coordinate statement with its rank and globe: which one places the entity is a rule
     of ours (see ``extraction.placed_at``), not something to leave to ``wdt:P625``."""
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?item ?statement ?rank ?globe ?lat ?lon WHERE {\n"
-        + f"  {_values('item', items)}\n"
-        + "  ?item p:P625 ?statement .\n"
-        + "  ?statement psv:P625 ?value .\n"
-        + "  ?value wikibase:geoLatitude ?lat ; wikibase:geoLongitude ?lon .\n"
-        + "  OPTIONAL { ?statement wikibase:rank ?rank }\n"
-        + "  OPTIONAL { ?value wikibase:geoGlobe ?globe }\n"
-        + "}\nORDER BY ?item ?statement ?rank ?globe ?lat ?lon\n"
-        + f"LIMIT {limit} OFFSET {offset}"
+    body = (
+        f"  {_values('item', items)}\n"
+        "  ?item p:P625 ?statement .\n"
+        "  ?statement psv:P625 ?value .\n"
+        "  ?value wikibase:geoLatitude ?lat ; wikibase:geoLongitude ?lon .\n"
+        "  OPTIONAL { ?statement wikibase:rank ?rank }\n"
+        "  OPTIONAL { ?value wikibase:geoGlobe ?globe }\n"
     )
-    return Query("entities.coordinates", text, ("item", "statement", "rank", "globe", "lat", "lon"))
+    return _lookup("entities.coordinates", ("item", "statement", "rank", "globe", "lat", "lon"), body, limit, offset)
 
 
-def images_query(items: Sequence[str], properties: Sequence[str], limit: int, offset: int) -> Query:
-    props = " ".join(f"wdt:{p}" for p in check_properties("image_properties", properties))
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?item ?property ?file WHERE {\n"
-        + f"  {_values('item', items)}\n"
-        + f"  VALUES ?property {{ {props} }}\n"
-        + "  ?item ?property ?file .\n"
-        + "}\nORDER BY ?item ?property ?file\n"
-        + f"LIMIT {limit} OFFSET {offset}"
+def images_query(items: Sequence[str], properties: Sequence[str], limit: int, offset: int | None = None) -> Query:
+    """One UNION branch per property: a constant predicate lets every engine start from the
+    items (Oxigraph, given ``VALUES ?property``, scans all values of the property instead)."""
+    branches = " UNION ".join(
+        f"{{ ?item wdt:{p} ?file BIND({_string(p)} AS ?property) }}"
+        for p in check_properties("image_properties", properties)
     )
-    return Query("entities.images", text, ("item", "property", "file"))
+    body = f"  {_values('item', items)}\n  {branches}\n"
+    return _lookup("entities.images", ("item", "property", "file"), body, limit, offset)
 
 
-def sitelinks_query(items: Sequence[str], languages: Sequence[str], limit: int, offset: int) -> Query:
-    """Wikipedia articles only: the site decides, since Wikivoyage shares the language tag."""
-    pairs = " ".join(f"({_string(lang)} <https://{lang}.wikipedia.org/>)" for lang in languages)
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?item ?lang ?title WHERE {\n"
-        + f"  {_values('item', items)}\n"
-        + f"  VALUES (?lang ?site) {{ {pairs} }}\n"
-        + "  ?article schema:about ?item ; schema:isPartOf ?site ; schema:name ?title .\n"
-        + "}\nORDER BY ?item ?lang ?title\n"
-        + f"LIMIT {limit} OFFSET {offset}"
+def wikipedia(lang: str) -> str:
+    """The site IRI of a language's Wikipedia, as sitelinks name it with ``schema:isPartOf``."""
+    return f"https://{lang}.wikipedia.org/"
+
+
+def sitelinks_query(items: Sequence[str], languages: Sequence[str], limit: int, offset: int | None = None) -> Query:
+    """Wikipedia articles only: the site decides, since Wikivoyage shares the language tag.
+    The sites are a FILTER rather than VALUES so that engines start from the items."""
+    sites = ", ".join(f"<{wikipedia(check_language(lang))}>" for lang in languages)
+    body = (
+        f"  {_values('item', items)}\n"
+        "  ?article schema:about ?item ; schema:isPartOf ?site ; schema:name ?title .\n"
+        f"  FILTER(?site IN ({sites}))\n"
     )
-    return Query("entities.sitelinks", text, ("item", "lang", "title"))
+    return _lookup("entities.sitelinks", ("item", "site", "title"), body, limit, offset)
 
 
-def instance_classes_query(items: Sequence[str], limit: int, offset: int) -> Query:
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?item ?class WHERE {\n"
-        + f"  {_values('item', items)}\n"
-        + "  ?item wdt:P31 ?class .\n"
-        + "}\nORDER BY ?item ?class\n"
-        + f"LIMIT {limit} OFFSET {offset}"
-    )
-    return Query("entities.classes", text, ("item", "class"))
+def instance_classes_query(items: Sequence[str], limit: int, offset: int | None = None) -> Query:
+    body = f"  {_values('item', items)}\n  ?item wdt:P31 ?class .\n"
+    return _lookup("entities.classes", ("item", "class"), body, limit, offset)
 
 
-def countries_query(items: Sequence[str], limit: int, offset: int) -> Query:
-    text = (
-        PREFIXES
-        + "SELECT DISTINCT ?item ?country ?code WHERE {\n"
-        + f"  {_values('item', items)}\n"
-        + "  ?item wdt:P17 ?country .\n"
-        + "  OPTIONAL { ?country wdt:P297 ?code }\n"
-        + "}\nORDER BY ?item ?country ?code\n"
-        + f"LIMIT {limit} OFFSET {offset}"
-    )
-    return Query("entities.countries", text, ("item", "country", "code"))
+def countries_query(items: Sequence[str], limit: int, offset: int | None = None) -> Query:
+    body = f"  {_values('item', items)}\n  ?item wdt:P17 ?country .\n  OPTIONAL {{ ?country wdt:P297 ?code }}\n"
+    return _lookup("entities.countries", ("item", "country", "code"), body, limit, offset)
 
 
 # ---------------------------------------------------------------- running them
@@ -292,7 +282,7 @@ class Progress:
 
 
 def select_all(client: SparqlClient, build: Callable[[int, int], Query], page_size: int) -> list[Row]:
-    """Every row of a query whose text orders all projected variables, page by page."""
+    """Every row of an ordered query, page by page (one row more than kept marks the last page)."""
     rows: list[Row] = []
     offset = 0
     while True:
@@ -303,10 +293,27 @@ def select_all(client: SparqlClient, build: Callable[[int, int], Query], page_si
         offset += page_size
 
 
+Lookup = Callable[[Sequence[str], int, "int | None"], Query]
+
+
+def select_lookup(client: SparqlClient, keys: Sequence[str], build: Lookup, page_size: int) -> list[Row]:
+    """Every row for ``keys``: one unordered query when the answer fits a page, else the batch
+    is halved until it does; a single key whose answer is larger pages in order."""
+    rows = client.select(build(keys, page_size + 1, None))
+    if len(rows) <= page_size:
+        return rows
+    if len(keys) > 1:
+        middle = len(keys) // 2
+        return select_lookup(client, keys[:middle], build, page_size) + select_lookup(
+            client, keys[middle:], build, page_size
+        )
+    return select_all(client, lambda limit, offset: build(keys, limit, offset), page_size)
+
+
 def select_batched(
     client: SparqlClient,
     keys: Sequence[str],
-    build: Callable[[Sequence[str], int, int], Query],
+    build: Lookup,
     batch_size: int,
     page_size: int,
     progress: Progress | None = None,
@@ -314,10 +321,16 @@ def select_batched(
     """Rows of a look-up for every key, ``batch_size`` keys per ``VALUES`` block."""
     for start in range(0, len(keys), batch_size):
         batch = keys[start : start + batch_size]
-        rows = select_all(client, lambda limit, offset: build(batch, limit, offset), page_size)
+        rows = select_lookup(client, batch, build, page_size)
         if progress is not None:
             progress.add(done=len(batch), rows=len(rows), pages=1)
         yield from rows
+
+
+def item_iri(row: Row, query: Query) -> str:
+    if "item" not in row:
+        raise QueryFailed(f"query {query.label}: a row without ?item")
+    return row["item"].value
 
 
 def iter_candidates(
@@ -327,20 +340,35 @@ def iter_candidates(
     page_size: int,
     progress: Progress | None = None,
 ) -> Iterator[str]:
-    """QIDs of instances of ``classes``, per class batch in IRI order (an item may recur across batches).
+    """QIDs of instances of ``classes`` (an item may recur across class batches).
 
-    The keyset is checked on every page: an endpoint that does not order IRIs the way ``STR``
-    compares them would otherwise make pages skip or repeat items without anyone noticing.
+    A batch of classes is asked unordered; when its answer does not fit a page the batch is
+    halved, and a single class too big for one page is listed in keyset pages, the only place
+    where the engine has to sort.
     """
-    for start in range(0, len(classes), class_batch):
-        batch = classes[start : start + class_batch]
+
+    def listing(batch: Sequence[str]) -> Iterator[str]:
+        query = candidates_query(batch, page_size + 1)
+        page = client.select(query)
+        if len(page) <= page_size:
+            if progress is not None:
+                progress.add(done=len(page), rows=len(page), pages=1)
+            yield from (qid_of(item_iri(row, query), f"query {query.label}") for row in page)
+        elif len(batch) > 1:
+            middle = len(batch) // 2
+            yield from listing(batch[:middle])
+            yield from listing(batch[middle:])
+        else:
+            yield from keyset_pages(batch)
+
+    def keyset_pages(batch: Sequence[str]) -> Iterator[str]:
+        # The keyset is checked on every page: an endpoint that does not order IRIs the way
+        # STR() compares them would otherwise make pages skip or repeat items unnoticed.
         after: str | None = None
         while True:
-            query = candidates_query(batch, after, page_size + 1)
+            query = candidates_query(batch, page_size + 1, after, ordered=True)
             page = client.select(query)
-            iris = [row["item"].value for row in page[:page_size] if "item" in row]
-            if len(iris) != len(page[:page_size]):
-                raise QueryFailed(f"query {query.label}: a row without ?item")
+            iris = [item_iri(row, query) for row in page[:page_size]]
             previous = WD + after if after else ""
             for iri in iris:
                 if iri <= previous:
@@ -349,13 +377,16 @@ def iter_candidates(
                         "its ORDER BY does not follow STR() order, so keyset paging would be unsafe"
                     )
                 previous = iri
-            qids = [qid_of(iri, f'query {query.label}') for iri in iris]
+            qids = [qid_of(iri, f"query {query.label}") for iri in iris]
             if progress is not None:
                 progress.add(done=len(qids), rows=len(page), pages=1)
             yield from qids
             if len(page) <= page_size:
-                break
+                return
             after = qids[-1]
+
+    for start in range(0, len(classes), class_batch):
+        yield from listing(classes[start : start + class_batch])
 
 
 def fetch_dataset_version(endpoints: Endpoints, client: SparqlClient | None = None) -> str:
