@@ -1,0 +1,181 @@
+"""A new version of the world appears: the sensor registers its release, requests one run of it,
+stays quiet afterwards, and the release's diff names what the world changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    build_schedule_context,
+    build_sensor_context,
+    load_assets_from_modules,
+)
+
+from mlm_pipeline import ops
+from mlm_pipeline.assets import classes, entities, release_diff, summaries
+from mlm_pipeline.definitions import mlm_job
+from mlm_pipeline.parquet_io import ParquetIOManager
+from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
+from mlm_pipeline.resources import ConfigError, WikimediaResource
+from mlm_pipeline.storage import StorageResource
+from mlm_pipeline.world import World, WorldSpec, build_world
+
+ASSETS = load_assets_from_modules([classes, entities, summaries, release_diff])
+
+
+def source(version: int) -> WikimediaResource:
+    return WikimediaResource(source="embedded", world_size="tiny", world_seed=1234, world_version=version)
+
+
+def definitions(version: int, data: str) -> Definitions:
+    """The code location as an operator would have it after pointing it at world version ``version``."""
+    return Definitions(
+        assets=ASSETS,
+        jobs=[mlm_job],
+        sensors=ops.sensors,
+        schedules=ops.schedules,
+        resources={
+            "io_manager": ParquetIOManager(base_dir=data),
+            "storage": StorageResource(base_dir=data),
+            "wikimedia": source(version),
+        },
+    )
+
+
+def tick(instance: DagsterInstance, defs: Definitions, cursor: str | None):
+    context = build_sensor_context(
+        instance=instance,
+        instance_ref=instance.get_ref(),  # as in the daemon: partitions resolve through the instance
+        cursor=cursor,
+        definitions=defs,
+        sensor_name="new_release_sensor",
+        resources={"wikimedia": defs.resources["wikimedia"]},
+    )
+    return ops.new_release_sensor.evaluate_tick(context)
+
+
+def apply_and_run(instance: DagsterInstance, defs: Definitions, result) -> dict:
+    """What the daemon does with a tick: add the partitions, launch the run it asks for."""
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    (run_request,) = result.run_requests
+    job = defs.resolve_job_def(run_request.job_name)
+    run = job.execute_in_process(instance=instance, partition_key=run_request.partition_key, tags=run_request.tags)
+    assert run.success
+    return run.asset_materializations_for_node("release_diff")[0].metadata
+
+
+def expected_diff(old: World, new: World) -> dict[str, set[str]]:
+    """From the worlds' truth, independently of mlm_pipeline.diff: who came, went, moved..."""
+    before, after = old.truth.entities, new.truth.entities
+    both = set(before) & set(after)
+    return {
+        "added": set(after) - set(before),
+        "removed": set(before) - set(after),
+        "coordinates": {q for q in both if (before[q]["lat"], before[q]["lon"]) != (after[q]["lat"], after[q]["lon"])},
+        "classes": {q for q in both if set(before[q]["classes"]) != set(after[q]["classes"])},
+        "images": {q for q in both if set(before[q]["images"]) != set(after[q]["images"])},
+    }
+
+
+def test_sensor_registers_each_new_release_once_and_the_diff_names_the_changes(tmp_path, dagster_instance) -> None:
+    data = str(tmp_path / "data")
+    first = build_world(WorldSpec(size="tiny", version=1))
+    defs_v1 = definitions(1, data)
+
+    # World version 1 is new to an empty instance: one partition, one run, keyed by the release.
+    result = tick(dagster_instance, defs_v1, cursor=None)
+    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[first.release]]
+    (request,) = result.run_requests
+    assert (request.run_key, request.partition_key, request.job_name) == (first.release, first.release, "mlm_release")
+    assert request.tags[ops.VERSION_TAG] == first.dataset_version
+    assert result.cursor == first.dataset_version
+    metadata = apply_and_run(dagster_instance, defs_v1, result)
+    assert metadata["previous_release"].value == "none (first release)"
+    assert metadata["n_added"].value == len(first.truth.entities)
+
+    # Nothing changed: quiet, with or without the cursor (a reset cursor must not rebuild).
+    for cursor in (result.cursor, None):
+        quiet = tick(dagster_instance, defs_v1, cursor=cursor)
+        assert not quiet.run_requests and not quiet.dynamic_partitions_requests and quiet.skip_message
+    assert dagster_instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME) == [first.release]
+
+    # Versions 2 and 3, a week apart: each diffed against the one before.
+    releases = [first.release]
+    worlds = [first, build_world(WorldSpec(size="tiny", version=2)), build_world(WorldSpec(size="tiny", version=3))]
+    changed_fields: set[str] = set()
+    for version in (2, 3):
+        old, new = worlds[version - 2], worlds[version - 1]
+        defs = definitions(version, data)
+        result = tick(dagster_instance, defs, cursor=old.dataset_version)
+        assert new.release == (dt.date.fromisoformat(old.release) + dt.timedelta(days=7)).isoformat()
+        assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[new.release]]
+        assert [r.run_key for r in result.run_requests] == [new.release]
+        metadata = apply_and_run(dagster_instance, defs, result)
+        releases.append(new.release)
+        assert dagster_instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME) == releases
+
+        diff = pq.read_table(tmp_path / "data" / "release_diff" / f"{new.release}.parquet").to_pylist()
+        expected = expected_diff(old, new)
+        assert expected["added"] and expected["removed"]  # the world did change
+        assert {r["qid"] for r in diff if r["change"] == "added"} == expected["added"]
+        assert {r["qid"] for r in diff if r["change"] == "removed"} == expected["removed"]
+        for field in ("coordinates", "classes", "images"):
+            assert {r["qid"] for r in diff if field in r["fields"]} == expected[field], field
+            changed_fields |= {field} if expected[field] else set()
+        touched = {c.qid for c in new.changes if c.version == version}
+        assert {r["qid"] for r in diff} <= touched  # nothing reported that the world did not touch
+        assert {r["previous_release"] for r in diff} == {old.release}
+        assert metadata["previous_release"].value == old.release
+        assert metadata["n_added"].value == len(expected["added"])
+        assert metadata["n_removed"].value == len(expected["removed"])
+        for field in ("coordinates", "classes", "images"):
+            assert metadata[f"n_changed_{field}"].value == len(expected[field])
+
+        # The same tick again (the daemon retrying it): quiet, no second partition or run.
+        again = tick(dagster_instance, defs, cursor=old.dataset_version)
+        assert not again.run_requests and "already registered" in again.skip_message
+    assert changed_fields == {"coordinates", "classes", "images"}  # every kind of edit was seen
+
+
+def test_schedule_registers_the_release_itself_and_then_skips(tmp_path, dagster_instance) -> None:
+    world = build_world(WorldSpec(size="tiny", version=1))
+    (weekly,) = ops.schedules
+    assert weekly.cron_schedule == ops.DEFAULT_CRON
+    repository = definitions(1, str(tmp_path)).get_repository_def()
+
+    def evaluate():
+        context = build_schedule_context(
+            instance=dagster_instance, resources={"wikimedia": source(1)}, repository_def=repository
+        )
+        return weekly.evaluate_tick(context)
+
+    first = evaluate()
+    assert [(r.run_key, r.partition_key, r.job_name) for r in first.run_requests] == [
+        (world.release, world.release, "mlm_release")
+    ]
+    assert dagster_instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME) == [world.release]
+    second = evaluate()
+    assert not second.run_requests and "already registered" in second.skip_message
+
+
+def test_refresh_settings_are_checked(monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="MLM_RELEASE_CRON='every monday'"):
+        ops.release_schedule("every monday")
+    monkeypatch.setenv(ops.SENSOR_INTERVAL_ENV, "5")
+    with pytest.raises(ConfigError, match="MLM_RELEASE_SENSOR_INTERVAL_S='5'"):
+        ops.sensor_interval()
+
+
+def test_plan_refresh() -> None:
+    version = "2026-01-12T00:00:00Z"
+    assert ops.plan_refresh(version, [], None).is_new
+    assert ops.plan_refresh(version, ["2026-01-05"], "2026-01-05T00:00:00Z").key == "2026-01-12"
+    assert "unchanged" in ops.plan_refresh(version, [], version).skip_reason
+    assert "already registered" in ops.plan_refresh("2026-01-12T10:00:00Z", ["2026-01-12"], version).skip_reason
+    with pytest.raises(ValueError, match="not an xsd:dateTime"):
+        ops.plan_refresh("last tuesday", [], None)
