@@ -274,3 +274,15 @@ def test_materialize_refuses_bad_configuration_before_serving_anything(
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "base_class" in str(failure.step_failure_data.error)
     assert not (tmp_path / "data").exists()
+
+
+def test_image_values_become_commons_file_names() -> None:
+    from mlm_pipeline.sparql.extraction import file_name
+    from mlm_pipeline.world.rdf import commons_file_iri
+
+    for name in ["Rue de la Gare/Bahnhofstraße in X.jpg", "A \"b\" & 100% c?.jpg", "..jpg", "Été.JPG"]:
+        assert file_name(commons_file_iri(name)) == name
+    base = "http://commons.wikimedia.org/wiki/Special:FilePath/"
+    assert file_name(base + "Rue_de_la_Gare/Nord.jpg") == "Rue de la Gare/Nord.jpg"  # as MediaWiki writes it
+    assert file_name("http://example.org/not-a-file") is None
+    assert file_name(base) is None

@@ -2,7 +2,7 @@
 
 The live graph has millions of candidates for a quarter of a million survivors, so the work is
 shaped to send few, cheap queries per thousand entities: candidates are listed per batch of
-classes (keyset pages), and each later look-up runs over ``VALUES`` batches of candidates, in
+classes (a single class too big for one answer in keyset pages), and each later look-up runs over ``VALUES`` batches of candidates, in
 stages, each stage only for the candidates that survived the one before (coordinates, then
 images, then articles, then the details kept for survivors). The reference code's one query per
 entity costs a round trip per entity instead.
@@ -180,11 +180,15 @@ def entity_row(qid: str, facts: Facts, settings: ExtractionSettings, class_label
 
 
 def file_name(value: str) -> str | None:
-    """The Commons file name of an image value (a Special:FilePath IRI); None for anything else."""
+    """The Commons file name of an image value (a Special:FilePath IRI); None for anything else.
+
+    MediaWiki leaves '/' unescaped in such IRIs, so everything after the marker is the name;
+    underscores are spaces in Commons titles (some dumps write them), so they become spaces.
+    """
     _, marker, tail = value.partition(FILE_PATH_MARKER)
-    if not marker or not tail or "/" in tail:
+    if not marker or not tail:
         return None
-    return unquote(tail)
+    return unquote(tail).replace("_", " ")
 
 
 @dataclass
@@ -192,7 +196,6 @@ class Extraction:
     entities: pa.Table
     dropouts: pa.Table
     candidates: int
-    class_labels: dict[str, str]
 
     def dropout_counts(self) -> Counter:
         return Counter(self.dropouts.column("reason").to_pylist())
@@ -213,6 +216,13 @@ class _Run:
         yield from select_batched(self.client, keys, build, self.settings.batch_size, self.settings.page_size, progress)
         progress.finish()
 
+    def about(self, row: Row, source: str) -> Facts:
+        """The facts of the candidate a row is about; a row about anything else is a bad answer."""
+        qid = qid_of(row["item"].value, source) if "item" in row else ""
+        if qid not in self.facts:
+            raise QueryFailed(f"{source}: answer row about {qid or 'nothing'}, which was not asked for")
+        return self.facts[qid]
+
     def keep(self, keys: list[str], check: Callable[[str, Facts, ExtractionSettings], Dropout | None]) -> list[str]:
         kept = []
         for qid in keys:
@@ -226,25 +236,27 @@ class _Run:
 
     def coordinates(self, keys: list[str]) -> list[str]:
         for row in self.lookup("coordinates", keys, coordinates_query):
-            qid = qid_of(row["item"].value, "entities.coordinates")
+            facts = self.about(row, "entities.coordinates")
             globe = maybe_qid(row["globe"].value) if "globe" in row else None
             rank = row["rank"].value if "rank" in row else None
             try:
                 lat, lon = float(row["lat"].value), float(row["lon"].value)
             except ValueError:
-                raise QueryFailed(f"entities.coordinates: {qid} has a non-numeric coordinate {row['lat'].value!r}, {row['lon'].value!r}") from None
-            self.facts[qid].coordinates.append(Coordinate(row["statement"].value, rank, globe, lat, lon))
+                raise QueryFailed(
+                    f"entities.coordinates: {row['item'].value} has a non-numeric coordinate "
+                    f"{row['lat'].value!r}, {row['lon'].value!r}"
+                ) from None
+            facts.coordinates.append(Coordinate(row["statement"].value, rank, globe, lat, lon))
         return self.keep(keys, check_coordinates)
 
     def images(self, keys: list[str]) -> list[str]:
         props = self.settings.image_properties
         build = lambda batch, limit, offset: images_query(batch, props, limit, offset)  # noqa: E731
         for row in self.lookup("images", keys, build):
-            qid = qid_of(row["item"].value, "entities.images")
-            prop = row["property"].value
+            facts = self.about(row, "entities.images")
             name = file_name(row["file"].value)
             if name is not None:
-                self.facts[qid].images.setdefault(prop, []).append(name)
+                facts.images.setdefault(row["property"].value, []).append(name)
         return self.keep(keys, check_images)
 
     def articles(self, keys: list[str]) -> list[str]:
@@ -252,8 +264,7 @@ class _Run:
         build = lambda batch, limit, offset: sitelinks_query(batch, LABEL_LANGUAGES, limit, offset)  # noqa: E731
         site_language = {wikipedia(lang): lang for lang in LABEL_LANGUAGES}
         for row in self.lookup("articles", keys, build):
-            qid = qid_of(row["item"].value, "entities.sitelinks")
-            titles = self.facts[qid].titles
+            titles = self.about(row, "entities.sitelinks").titles
             lang, title = site_language[row["site"].value], row["title"].value
             if lang not in titles or title < titles[lang]:
                 titles[lang] = title
@@ -263,17 +274,17 @@ class _Run:
         for row in self.lookup("classes", keys, instance_classes_query):
             cls = maybe_qid(row["class"].value)
             if cls is not None:  # "unknown value" classes name no class
-                self.facts[qid_of(row["item"].value, "entities.classes")].classes.add(cls)
+                self.about(row, "entities.classes").classes.add(cls)
         build = lambda batch, limit, offset: labels_query(batch, LABEL_LANGUAGES, limit, offset)  # noqa: E731
         for row in self.lookup("labels", keys, build):
-            labels = self.facts[qid_of(row["item"].value, "labels")].labels
+            labels = self.about(row, "labels").labels
             lang, label = row["label"].lang or "", row["label"].value
             if lang not in labels or label < labels[lang]:
                 labels[lang] = label
         for row in self.lookup("countries", keys, countries_query):
             country = maybe_qid(row["country"].value)
             if country is not None:
-                codes = self.facts[qid_of(row["item"].value, "entities.countries")].countries.setdefault(country, set())
+                codes = self.about(row, "entities.countries").countries.setdefault(country, set())
                 if "code" in row:
                     codes.add(row["code"].value)
 
@@ -324,5 +335,4 @@ def extract_entities(
         entities=schemas.sort_table(entities, "entities"),
         dropouts=schemas.sort_table(dropouts, "entity_dropouts"),
         candidates=len(candidates),
-        class_labels=labels,
     )
