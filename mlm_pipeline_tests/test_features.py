@@ -178,6 +178,7 @@ def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(t
     assert meta["image_features"]["undecodable"].value == 1
     assert meta["text_features"]["dims"].value == 384 and meta["text_features"]["pretrained"].value is True
     assert "all-MiniLM-L6-v2" in meta["text_features"]["encoder"].value
+    assert meta["text_features"]["text_encoder"].value["layers"] == f"{features.DEFAULT_MODEL_LAYERS} of 6"
     assert meta["class_features"]["classes_without_label"].value == 1
     assert meta["image_features"]["device"].value.startswith("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -209,3 +210,13 @@ def test_missing_text_model_and_absent_device_are_named(tmp_path, dagster_instan
         with pytest.raises(DeviceError, match="device='cuda'"):
             run(tmp_path, dagster_instance, ["class_features"], {"class_features": {"config": {"device": "cuda"}}})
     assert not stored(tmp_path, "text_features").exists() and not stored(tmp_path, "class_features").exists()
+
+
+def test_text_layers_default_to_all_for_a_configured_model(tmp_path):
+    packaged = features.TextFeaturesConfig(device="cpu").encoder()
+    assert packaged.describe()["layers"] == f"{features.DEFAULT_MODEL_LAYERS} of 6"
+    assert features.TextFeaturesConfig(device="cpu", layers=0).encoder().describe()["layers"] == "6 of 6"
+    copy = tmp_path / "minilm-elsewhere"
+    copy.symlink_to(packaged.path, target_is_directory=True)
+    configured = features.TextFeaturesConfig(device="cpu", model_path=str(copy)).encoder()
+    assert configured.describe()["layers"] == "6 of 6" and configured.name == str(copy)

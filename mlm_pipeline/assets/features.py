@@ -6,7 +6,7 @@ is read, so a wrong file fails in seconds rather than after an hour of decoding.
 
 
 from collections import Counter
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
@@ -18,6 +18,11 @@ from mlm_pipeline.encoders.tables import class_feature_table, image_feature_tabl
 from mlm_pipeline.encoders.text import MAX_CHUNK_CHARS, TextEncoder
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
+
+
+# Steps that keep every core busy with torch share one pool, so Dagster never runs two side by
+# side: on two cores that only oversubscribes OpenMP threads (measured: 2.5x the CPU per image).
+COMPUTE_POOL = "compute"
 
 
 class ImageFeaturesConfig(Config):
@@ -48,19 +53,31 @@ class ImageFeaturesConfig(Config):
         ]
 
 
+# The packaged MiniLM's bottom two layers: a third of the full model's cost (about 7 against 22 ms
+# of CPU per summary), which keeps the default world's ~10k summaries to about a minute on two
+# cores; set layers=0 for all six.
+DEFAULT_MODEL_LAYERS = 2
+
+
 class TextFeaturesConfig(Config):
     """The text encoder; an empty model path selects the packaged all-MiniLM-L6-v2."""
 
     model_path: str = Field("", description="a local transformers model folder (the paper: multilingual BERT)")
-    layers: int = Field(0, ge=0, description="transformer layers used, from the bottom (0: all)")
+    layers: Optional[int] = Field(
+        None,
+        ge=0,
+        description="transformer layers used, from the bottom; 0: all; unset: all for a configured model, "
+        f"{DEFAULT_MODEL_LAYERS} of 6 for the packaged MiniLM (sized for the default world on two CPU cores)",
+    )
     chunk_chars: int = Field(MAX_CHUNK_CHARS, ge=1, description="largest chunk, cut on word boundaries")
     batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
     def encoder(self) -> TextEncoder:
         device = resolve_device(self.device)
+        layers = self.layers if self.layers is not None else (0 if self.model_path else DEFAULT_MODEL_LAYERS)
         return TextEncoder(
-            self.model_path, device=device, batch_size=self.batch_size, max_chars=self.chunk_chars, layers=self.layers
+            self.model_path, device=device, batch_size=self.batch_size, max_chars=self.chunk_chars, layers=layers
         )
 
 
@@ -76,6 +93,7 @@ class TextFeaturesConfig(Config):
     },
     ins={"images_filtered": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
+    pool=COMPUTE_POOL,
 )
 def image_features(
     context: AssetExecutionContext, config: ImageFeaturesConfig, images_filtered: pa.Table, mlm_irle: pa.Table
@@ -130,6 +148,7 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
 @asset(
     ins={"summaries": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
+    pool=COMPUTE_POOL,
     description="One vector per summary (entity, language) of MLM-irle: 500-character chunks on word "
     "boundaries, token vectors mean-pooled per chunk, chunk vectors averaged.",
 )
@@ -145,6 +164,7 @@ def text_features(
 @asset(
     ins={"entities": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
+    pool=COMPUTE_POOL,
     description="One vector per triple class of MLM-irle's entities: its English label through the text encoder.",
 )
 def class_features(

@@ -1,0 +1,182 @@
+"""Feature extraction speed: the image_features data path against the bare forward pass, and text.
+
+Images are the embedded world's 250 px JPEG thumbnails (drawn by its image generator), stored
+in an Arrow column as in ``images_filtered``. Figures, all in one run on one device:
+
+- ``image path``: what ``image_features`` does per image (read bytes from the column, decode and
+  crop in a thread pool ahead of the model, batch, forward, copy back), images/s;
+- ``same, decoding inline``: the same path with no decode threads (what the overlap buys);
+- ``bare forward``: the encoder alone on the same batches, decoded beforehand (the baseline:
+  the path's overhead is the gap between this and the first line);
+- ``decode only``: decoding and cropping alone, one thread;
+- ``vectors to Parquet``: building the fixed-size-list column and writing it as the IO manager does;
+- ``text``: summaries/s (and chunks/s) of ``text_features`` over the world's intro texts.
+
+Presets: ``offline`` (default) is the pipeline's default encoder (two seeded narrow ResNets at
+64 px); ``paper`` is two ResNet-50s at 224 px, the cost of the published checkpoints (random
+weights: speed does not depend on them). Device ``auto`` uses CUDA when there is one, so the
+same command is the GPU check:
+
+    .venv/bin/python benchmarks/features.py                         # CPU, default encoders
+    .venv/bin/python benchmarks/features.py --preset paper --images 2048 --summaries 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from mlm_pipeline.encoders.device import device_label, resolve_device
+from mlm_pipeline.encoders.image import (
+    SLOTS,
+    BranchSpec,
+    ImageBranch,
+    ImageEncoder,
+    build_image_encoder,
+    encode_images,
+    iter_decoded_batches,
+)
+from mlm_pipeline.encoders.resnet import resnet_config, seeded_resnet
+from mlm_pipeline.encoders.tables import BinaryColumn
+from mlm_pipeline.encoders.text import TextEncoder
+from mlm_pipeline.encoders.vectors import to_vector_array
+from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.world.imagegen import Picture, thumbnail_bytes
+from mlm_pipeline.world.texts import LANGS, PlaceFacts, intro
+
+
+def thumbnails(n: int, seed: int = 0) -> pa.ChunkedArray:
+    rng = random.Random(seed)
+    data = []
+    for i in range(n):
+        width, height = rng.choice([(4000, 3000), (3000, 4000), (5000, 2800), (1600, 1200)])
+        pic = Picture(f"Benchmark {i}.jpg", "photo", "jpeg", rng.uniform(-60, 70), rng.uniform(-180, 180), width, height)
+        data.append(thumbnail_bytes(pic, 250))
+    return pa.chunked_array([pa.array(data, pa.binary())])
+
+
+def summaries(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    kinds = ["city", "town", "village", "hamlet", "commune of France", "municipality of Germany"]
+    texts = []
+    for i in range(n):
+        facts = PlaceFacts(
+            key=f"Q{9_000_000_000 + i}", name=f"{rng.choice(['Neu', 'Alt', 'Saint-', 'Port '])}{rng.randint(1, 99999)}",
+            kind_en=rng.choice(kinds), country_code="FR", country={"en": "France", "de": "Frankreich", "fr": "France"},
+            lat=rng.uniform(-60, 70),
+            lon=rng.uniform(-180, 180), population=rng.randint(50, 2_000_000), admin="Normandy",
+        )
+        texts.append(intro(facts, rng.choice(LANGS)))
+    return texts
+
+
+def paper_encoder() -> ImageEncoder:
+    config = resnet_config("resnet50")
+    return ImageEncoder(
+        [ImageBranch(BranchSpec(slot, input_size=224), seeded_resnet(config, seed), None) for seed, slot in enumerate(SLOTS)]
+    ).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_forward(encoder: ImageEncoder, batches: list[torch.Tensor], device: torch.device) -> float:
+    """Seconds for the encoder alone over already decoded batches (result copied back, as the path does)."""
+    with torch.inference_mode():
+        encoder(batches[0].to(device))  # warm-up: kernel selection, allocator
+        sync(device)
+        started = time.perf_counter()
+        for pixels in batches:
+            encoder(pixels.to(device, non_blocking=True)).cpu()
+        sync(device)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["offline", "paper"], default="offline")
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--summaries", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="decode threads (the asset's default: 2)")
+    parser.add_argument("--text-layers", type=int, default=0, help="0: all layers of the text model")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = resolve_device(args.device)
+    print(f"device: {device_label(device)}; torch {torch.__version__}; preset {args.preset}")
+    if args.preset == "offline":
+        encoder = build_image_encoder([BranchSpec(slot, input_size=64, seed=i) for i, slot in enumerate(SLOTS)])
+    else:
+        encoder = paper_encoder()
+    encoder = encoder.to(device).eval()
+    started = time.perf_counter()
+    column = thumbnails(args.images)
+    print(f"{args.images} thumbnails of {column.nbytes / args.images / 1024:.1f} KiB on average "
+          f"(drawn in {time.perf_counter() - started:.1f} s); crops of {encoder.decode_size} px, batches of {args.batch_size}")
+    contents = BinaryColumn(column)
+
+    rows: list[tuple[str, int, float, float, str]] = []  # name, items, wall s, cpu s, unit
+
+    def timed(name: str, items: int, unit: str, work) -> object:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = work()
+        sync(device)
+        rows.append((name, items, time.perf_counter() - wall, time.process_time() - cpu, unit))
+        return result
+
+    n = args.images
+    warm = [contents[i] for i in range(min(n, args.batch_size))]
+    encode_images(encoder, warm, device=device, batch_size=args.batch_size, workers=args.workers)  # warm-up
+    path = timed("image path (decode threads + batch + forward)", n, "images", lambda: encode_images(
+        encoder, contents, device=device, batch_size=args.batch_size, workers=args.workers))
+    timed("same, decoding inline (no overlap)", n, "images", lambda: encode_images(
+        encoder, contents, device=device, batch_size=args.batch_size, workers=0))
+    decoded = timed("decode + crop only, one thread", n, "images", lambda: [
+        b.pixels for b in iter_decoded_batches(contents, encoder.decode_size, args.batch_size, workers=0)])
+    timed("bare forward on the same pre-decoded batches (baseline)", n, "images",
+          lambda: bare_forward(encoder, decoded, device))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "image_features.parquet"
+
+        def write() -> None:
+            table = pa.table({"qid": [f"Q{i}" for i in range(len(path.vectors))], "vector": to_vector_array(path.vectors)})
+            write_parquet(table, target)
+
+        timed("vectors to Parquet (4096-d fixed-size list, zstd)", n, "images", write)
+        size = target.stat().st_size
+
+    texts = summaries(args.summaries)
+    text_encoder = TextEncoder(device=device, layers=args.text_layers)
+    text_encoder.encode(texts[:64])  # warm-up
+    encoded = timed(f"text features, MiniLM {text_encoder.describe()['layers']} layers", len(texts), "summaries",
+                    lambda: text_encoder.encode(texts))
+
+    print(f"Parquet: {size / n / 1024:.1f} KiB per image vector; text: {encoded.chunks} chunks for {len(texts)} summaries")
+    print("cpu ms/item is process CPU time (all threads) per item: on a shared machine it shows the cost")
+    print("that wall-clock rates hide; 2000 / (cpu ms/item) bounds the rate of two idle cores.")
+    width = max(len(r[0]) for r in rows)
+    print(f"  {'':<{width}}  {'items/s':>9}  {'cpu ms/item':>11}")
+    for name, items, wall, cpu, unit in rows:
+        print(f"  {name:<{width}}  {items / wall:9.1f}  {1000 * cpu / items:11.2f}  {unit}")
+    by_name = {r[0]: r for r in rows}
+    path_row = by_name["image path (decode threads + batch + forward)"]
+    bare_row = by_name["bare forward on the same pre-decoded batches (baseline)"]
+    print(f"data path against the bare forward pass: {path_row[2] / bare_row[2]:.2f}x the wall time, "
+          f"{path_row[3] / bare_row[3]:.2f}x the CPU time")
+
+
+if __name__ == "__main__":
+    main()
