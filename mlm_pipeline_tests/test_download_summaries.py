@@ -22,7 +22,7 @@ from mlm_pipeline.world.wiki_server import WikiIndex, normalize_title, served_co
 UA = user_agent("https://example.org/mlm-tests")
 LANGS = ("en", "de", "fr")
 FAULTS = ("http429=0.04,http5xx=0.08,timeout=0.04,truncate=0.05,corrupt=0.05,content_type=0.05,"
-          "redirect_loop=0.05,garbage=0.05,hang=0.5,retry_after=0.2,seed=11")
+          "redirect_loop=0.05,garbage=0.05,hang=0.8,retry_after=0.2,seed=11")
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +31,7 @@ def entities_of(world: World) -> pa.Table:
 
 
 def fast_politeness(**overrides: object) -> Politeness:
-    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.1, timeout_s=0.25, timeout_hold_s=0.25,
+    settings: dict = dict(user_agent=UA, backoff_s=0.01, backoff_max_s=0.1, timeout_s=0.6, timeout_hold_s=0.6,
                           max_attempts=6)
     settings.update(overrides)
     return Politeness(**settings)

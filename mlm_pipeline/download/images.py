@@ -2,11 +2,13 @@
 
 The reference fetched full originals one after another; MLM pads to 256x256 anyway, so a
 thumbnail at a standard width (Commons serves only those; any other width gets 429) is all the
-feature encoders need, at a fraction of the bytes. Licence and attribution come from
-``imageinfo``/``extmetadata``, 50 files a request. Every file goes through
-``Special:FilePath/<name>?width=W``, which redirects to the thumbnail; media requests share one
-concurrency pool (Wikimedia allows 2 media downloads at a time per client). File names come
-from the graph and are never used as paths: staging shards are named by hashes.
+feature encoders need, at a fraction of the bytes. One ``imageinfo`` request per 50 files gives
+licence and attribution (``extmetadata``) and, with ``iiurlwidth``, each thumbnail's URL
+(MediaWiki scales at most 50 files a request, so the batch size is the API's own), so each
+image costs one media request; ``Special:FilePath/<name>?width=W`` (a redirect to the same
+thumbnail, and a second request) is the fallback when the API gives no thumbnail URL. Media
+requests share one concurrency pool (Wikimedia allows 2 media downloads at a time per client).
+File names come from the graph and are never used as paths: staging shards are named by hashes.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ class ImageDownloader:
     async def metadata(self, names: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str, bool]]]:
         """imageinfo per asked name, and failures (reason, detail, transient) for names without one."""
         titles = [f"File:{n}" for n in names]
-        params = {"prop": "imageinfo", "iiprop": "extmetadata", "iiextmetadatafilter": "|".join(EXTMETADATA),
+        params = {"prop": "imageinfo", "iiprop": "extmetadata|url", "iiurlwidth": str(self.plan.width),
+                  "iiextmetadatafilter": "|".join(EXTMETADATA),
                   "redirects": "1"}
         answers = await query_titles(self.session, self.commons_api, params, titles,
                                      max_bytes=self.plan.api_max_bytes, max_continuations=self.plan.max_continuations)
@@ -170,7 +173,7 @@ class ImageDownloader:
 
     async def file(self, name: str, info: dict[str, Any]) -> dict[str, Any] | tuple[str, str, bool]:
         """A staged image row, or (reason, detail, transient)."""
-        url = filepath_url(self.filepath, name, self.plan.width)
+        url = info.get("thumburl") or filepath_url(self.filepath, name, self.plan.width)
         try:
             response = await self.session.get(url, accept=("image/",), max_bytes=self.plan.max_bytes,
                                               pool=MEDIA_POOL, check=self._check)
