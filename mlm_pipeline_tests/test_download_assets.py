@@ -18,7 +18,7 @@ from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World
 
 ENTITIES = AssetSpec("entities", partitions_def=release_partitions)  # stored by the entities stage
-FAST = {"backoff_s": 0.01, "backoff_max_s": 0.1, "timeout_s": 2.0, "progress_every_s": 0.5}
+FAST = {"backoff_s": 0.01, "backoff_max_s": 0.1, "timeout_s": 2.0, "timeout_hold_s": 2.0, "progress_every_s": 0.5}
 
 
 def stored_entities(world: World, base: Path) -> pa.Table:

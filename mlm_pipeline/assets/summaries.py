@@ -24,6 +24,9 @@ class PoliteDownloadConfig(Config):
     backoff_max_s: float = Field(60.0, description="longest back-off between attempts")
     max_retry_after_s: float = Field(300.0, description="a longer Retry-After fails the request instead of waiting")
     timeout_s: float = Field(60.0, description="deadline per request attempt")
+    timeout_hold_s: float = Field(
+        10.0, description="after a timeout the slot stays taken this long (the server may still be busy with it)"
+    )
     max_redirects: int = Field(5, description="redirects followed per request")
     progress_every_s: float = Field(10.0, description="seconds between progress lines in the run's log")
 
@@ -31,7 +34,8 @@ class PoliteDownloadConfig(Config):
         return Politeness(
             user_agent=endpoints.user_agent, concurrency=self.concurrency, pool_concurrency=pools or {},
             max_attempts=self.max_attempts, backoff_s=self.backoff_s, backoff_max_s=self.backoff_max_s,
-            max_retry_after_s=self.max_retry_after_s, timeout_s=self.timeout_s, max_redirects=self.max_redirects,
+            max_retry_after_s=self.max_retry_after_s, timeout_s=self.timeout_s, timeout_hold_s=self.timeout_hold_s,
+            max_redirects=self.max_redirects,
         )
 
 

@@ -155,8 +155,9 @@ def media_type(content_type: str) -> str:
 class PoliteSession:
     """An aiohttp session whose every request obeys one ``Politeness``.
 
-    ``stats`` counts requests sent (``requests``), responses by status (``status_<code>``),
-    retries, and failures, so that benchmarks can report 429s and requests per item.
+    ``stats`` counts requests sent (``requests``, and per gate ``requests@<pool or host>``),
+    responses by status (``status_<code>``), retries, troubles by reason and failures, so that
+    benchmarks and asset metadata can report 429s and requests per item.
     """
 
     def __init__(self, politeness: Politeness) -> None:
@@ -285,6 +286,7 @@ class PoliteSession:
         await self._enter(gate, pool)
         try:
             self.stats["requests"] += 1
+            self.stats[f"requests@{pool}"] += 1
             async with self._session.get(url, allow_redirects=False) as resp:
                 self.stats[f"status_{resp.status}"] += 1
                 if resp.status in REDIRECT_STATUS:
