@@ -22,6 +22,7 @@ from mlm_pipeline import schemas
 from mlm_pipeline.assets import features
 from mlm_pipeline.encoders.device import DeviceError
 from mlm_pipeline.encoders.resnet import CheckpointError
+from mlm_pipeline.encoders.tables import BinaryColumn
 from mlm_pipeline.encoders.text import TextModelError
 from mlm_pipeline.encoders.vectors import vector_matrix
 from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
@@ -220,3 +221,9 @@ def test_text_layers_default_to_all_for_a_configured_model(tmp_path):
     copy.symlink_to(packaged.path, target_is_directory=True)
     configured = features.TextFeaturesConfig(device="cpu", model_path=str(copy)).encoder()
     assert configured.describe()["layers"] == "6 of 6" and configured.name == str(copy)
+
+
+def test_image_bytes_are_read_across_chunks_in_key_order_without_copies():
+    column = pa.chunked_array([pa.array([b"a", b"b"]), pa.array([], pa.binary()), pa.array([b"c", b"d"])])
+    assert list(BinaryColumn(column)) == [b"a", b"b", b"c", b"d"]
+    assert list(BinaryColumn(column, np.array([3, 0, 2]))) == [b"d", b"a", b"c"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -25,16 +26,24 @@ Log = Callable[[str], None]
 
 
 class BinaryColumn(Sequence[bytes]):
-    """Image bytes read from the Arrow column one at a time, so they are not copied all at once."""
+    """Rows of an Arrow binary column, in a given order, read one at a time.
 
-    def __init__(self, column: pa.ChunkedArray) -> None:
-        self.array = column.combine_chunks()
+    Neither sorting nor combining chunks copies the image bytes (a combined binary array is
+    also limited to 2 GiB, which the paper's 300k images pass).
+    """
+
+    def __init__(self, column: pa.ChunkedArray, rows: np.ndarray | None = None) -> None:
+        self.chunks = [chunk for chunk in column.chunks if len(chunk)]
+        self.starts = np.cumsum([0] + [len(chunk) for chunk in self.chunks])
+        self.rows = np.arange(len(column), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.array)
+        return len(self.rows)
 
-    def __getitem__(self, index):  # type: ignore[override]
-        return self.array[index].as_py()
+    def __getitem__(self, index):  # type: ignore[override]  # int only: the decoder's access
+        row = int(self.rows[index])
+        chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return self.chunks[chunk][row - int(self.starts[chunk])].as_py()
 
 
 class FeatureInputError(ValueError):
@@ -75,9 +84,10 @@ def image_feature_table(
     require_columns(images, ["qid", "file_name", "content"], "images_filtered")
     if encoder.dim != schemas.IMAGE_FEATURE_DIM:
         raise FeatureInputError(f"image encoder gives {encoder.dim} dims, the table holds {schemas.IMAGE_FEATURE_DIM}")
-    rows = rows_of_version(images.select(["qid", "file_name", "content"]), version, "images_filtered", "image_features")
+    keys = images.select(["qid", "file_name"]).append_column("row", pa.array(np.arange(images.num_rows), pa.int64()))
+    rows = rows_of_version(keys, version, "images_filtered", "image_features")
     progress = Progress("image features", rows.num_rows, log)
-    contents = BinaryColumn(rows.column("content"))
+    contents = BinaryColumn(images.column("content"), rows.column("row").to_numpy())
     encoding = encode_images(
         encoder, contents, device=device, batch_size=batch_size, workers=workers, progress=progress
     )
