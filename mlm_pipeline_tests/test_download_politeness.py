@@ -198,6 +198,13 @@ def test_client_errors_are_final_at_once(server: RunningServer) -> None:
     assert "attempts=1" in result.record_detail
 
 
+def test_access_refusals_are_final_now_but_retried_by_a_later_run(server: RunningServer) -> None:
+    result, _ = get(polite(), server.url + "/status/403")
+    assert isinstance(result, FetchFailed)
+    assert (result.reason, result.attempts, result.transient) == ("http_403", 1, True)
+    assert server.counters["/status/403"] == 1
+
+
 def test_redirect_loop_is_detected(server: RunningServer) -> None:
     result, _ = get(polite(max_attempts=2), server.url + "/loop/x")
     assert isinstance(result, FetchFailed) and result.reason == "redirect_loop"

@@ -223,8 +223,7 @@ async def download_images(
     if problems := plan.problems():
         raise ValueError("; ".join(problems))
     wanted = wanted_files(entities)
-    stored = staging.load()
-    pending = pending_keys(sorted(wanted), stored)
+    pending = pending_keys(sorted(wanted), staging.load(keys_only=True))
     invalid = {n: (reason, False) for n in pending if (reason := title_problem(n))}
     if invalid:
         staging.write(_outcome([], {n: ("invalid_file_name", p, t) for n, (p, t) in invalid.items()}))

@@ -28,6 +28,7 @@ from mlm_pipeline.resources import ConfigError
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+ACCESS_REFUSED = frozenset({401, 403})
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,10 @@ class PoliteSession:
                 await self._back_off(trouble, attempt, pool or _host(start))
         assert last is not None
         self.stats["failures"] += 1
+        # A refusal of access (Wikimedia's answer to a bad User-Agent or a block) says nothing
+        # about the item: not worth a retry now, but a later run (fixed config) tries again.
         raise FetchFailed(last.reason, last.detail, attempts=attempt, status=last.status, last=last.last,
-                          transient=last.retry)
+                          transient=last.retry or last.status in ACCESS_REFUSED)
 
     async def _back_off(self, trouble: _Trouble, attempt: int, pool: str) -> None:
         p = self.politeness

@@ -68,14 +68,16 @@ class Staging:
     def _result_paths(self) -> list[Path]:
         return sorted(self.folder.glob("*.results.parquet"), key=self._seq)
 
-    def load(self) -> Stored:
-        """Everything stored so far; a key's later failure supersedes its earlier one."""
+    def load(self, keys_only: bool = False) -> Stored:
+        """Everything stored so far (``keys_only``: without the payload, to decide what is left);
+        a key's later failure supersedes its earlier one."""
+        schema = pa.schema([self.result_schema.field("key")]) if keys_only else self.result_schema
         results, failures = [], []
         for path in self._result_paths():
-            results.append(pq.read_table(path, schema=self.result_schema))
+            results.append(pq.read_table(path, columns=schema.names, schema=self.result_schema))
             failures.append(pq.read_table(path.with_name(path.name.replace(".results.", ".failures.")),
                                           schema=STAGED_FAILURES))
-        result = pa.concat_tables([self.result_schema.empty_table(), *results])
+        result = pa.concat_tables([schema.empty_table(), *results])
         # A key is only fetched while it has no result, so duplicates cannot arise from one
         # writer; keep the first anyway so that two racing writers still give one row per key.
         result = _first_per_key(result)
@@ -104,9 +106,9 @@ def pending_keys(wanted: Sequence[str], stored: Stored) -> list[str]:
 def _first_per_key(table: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         return table
-    indices = table.append_column("_i", pa.array(range(table.num_rows), pa.int64())) \
+    first = table.append_column("_i", pa.array(range(table.num_rows), pa.int64())) \
         .group_by("key", use_threads=False).aggregate([("_i", "min")])["_i_min"]
-    return table.take(pc.sort_indices(indices))
+    return table.take(pa.array(sorted(first.to_pylist()), pa.int64()))
 
 
 class BatchRunner(Generic[K]):

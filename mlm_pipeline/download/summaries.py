@@ -147,7 +147,7 @@ async def download_summaries(
     if problems := plan.problems():
         raise ValueError("summaries: " + "; ".join(problems))
     wanted = wanted_titles(entities, plan.langs)
-    pending = pending_keys(sorted(wanted), staging.load())
+    pending = pending_keys(sorted(wanted), staging.load(keys_only=True))
     unsendable = {k: problem for k in pending if (problem := title_problem(split_key(k)[1]))}
     for lang in sorted({split_key(k)[0] for k in unsendable}):
         staging.write(_outcome(lang, [], [(split_key(k)[1], "invalid_title", problem, False)
