@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Collection
 
 from dagster import (
+    DagsterInstance,
     DagsterInvalidDefinitionError,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -54,6 +55,9 @@ DEFAULT_CRON = "0 3 * * 1"
 SENSOR_INTERVAL_ENV = "MLM_RELEASE_SENSOR_INTERVAL_S"
 DEFAULT_SENSOR_INTERVAL_S = 3600
 """An hour: a new release takes far longer than that to build, and each look costs a query."""
+
+POOL_LIMIT_WITHOUT_DEFAULT = 1
+"""Slots for a pool when the instance's dagster.yaml sets no ``concurrency.pools.default_limit``."""
 
 TRIGGER_TAG = "mlm/trigger"
 VERSION_TAG = "mlm/dataset_version"
@@ -90,6 +94,26 @@ def served_version(wikimedia: WikimediaResource) -> str:
         return fetch_dataset_version(endpoints)
 
 
+def ensure_pools(instance: DagsterInstance) -> list[str]:
+    """Create the Wikimedia pools' slots before any run needs them; returns the pools created.
+
+    Dagster creates a pool's slots lazily when a step first claims it, and two runs doing that
+    at the same moment on SQLite storage can both get in. Creating them here, in the one
+    process that requests runs, closes that window. Limits already set (by dagster.yaml's
+    default or ``dagster instance concurrency set``) are left alone.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    created = [pool for pool in POOLS if pool not in storage.get_concurrency_keys()]
+    for pool in created:
+        if instance.global_op_concurrency_default_limit is None:
+            storage.set_concurrency_slots(pool, POOL_LIMIT_WITHOUT_DEFAULT)
+        else:
+            storage.initialize_concurrency_limit_to_default(pool)
+    return created
+
+
 def _run_request(refresh: Refresh, trigger: str) -> RunRequest:
     return RunRequest(
         run_key=refresh.key,
@@ -121,6 +145,7 @@ def new_release_sensor(context: SensorEvaluationContext, wikimedia: WikimediaRes
     )
     if not refresh.is_new:
         return SensorResult(skip_reason=SkipReason(refresh.skip_reason), cursor=refresh.dataset_version)
+    ensure_pools(context.instance)
     context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
     return SensorResult(
         run_requests=[_run_request(refresh, "sensor")],
@@ -141,6 +166,7 @@ def release_schedule(cron: str) -> ScheduleDefinition:
         )
         if not refresh.is_new:
             return SkipReason(refresh.skip_reason)
+        ensure_pools(context.instance)
         context.instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [refresh.key])
         context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
         return _run_request(refresh, "schedule")
