@@ -61,6 +61,13 @@ class SummariesConfig(PoliteDownloadConfig):
     parallel_batches: int = Field(8, description="batches in flight (a kill loses at most these)")
     max_bytes: int = Field(16 << 20, description="largest API answer accepted")
 
+    def plan(self) -> SummaryPlan:
+        plan = SummaryPlan(langs=tuple(self.languages), batch_size=self.batch_size, max_bytes=self.max_bytes,
+                           parallel_batches=self.parallel_batches, progress_every_s=self.progress_every_s)
+        if problems := plan.problems():
+            raise ValueError("summaries config: " + "; ".join(problems))
+        return plan
+
 
 @multi_asset(
     outs={
@@ -80,10 +87,7 @@ def summaries(
     storage: StorageResource,
     entities: pa.Table,
 ) -> Iterator[Output]:
-    plan = SummaryPlan(langs=tuple(config.languages), batch_size=config.batch_size, max_bytes=config.max_bytes,
-                       parallel_batches=config.parallel_batches, progress_every_s=config.progress_every_s)
-    if problems := plan.problems():
-        raise ValueError("summaries config: " + "; ".join(problems))
+    plan = config.plan()
     folder = storage.folder("staging", context.partition_key, "summaries")
     with wikimedia.open() as endpoints:
         table, dropouts, stats = fetch_summaries(
