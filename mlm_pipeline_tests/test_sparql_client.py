@@ -371,3 +371,17 @@ def test_dataset_version_and_release_key(endpoint: Endpoint) -> None:
     with pytest.raises(ValueError, match="2026-01-12"):
         Q.check_release(version, "2026-01-12", mismatch_allowed=False)
     assert Q.check_release(version, "2026-01-12", mismatch_allowed=True) == "2026-01-05"
+
+
+@pytest.mark.parametrize("page_size", [3, 12, 1000])
+def test_candidate_buckets_are_complete_and_disjoint(endpoint: Endpoint, page_size: int) -> None:
+    """Q1..Q250 (short QIDs, so some equal a bucket's suffix exactly) in one class, listed with
+    pages far smaller than the class: every item exactly once, whatever the page size."""
+    if not any(True for _ in endpoint.store.quads_for_pattern(None, None, ox.NamedNode(Q.WD + "Q3957"), None)):
+        triples = "".join(f"<{Q.WD}Q{n}> <http://www.wikidata.org/prop/direct/P31> <{Q.WD}Q3957> .\n" for n in range(1, 251))
+        endpoint.store.load(triples.encode(), format=ox.RdfFormat.N_TRIPLES)
+    with client_for(endpoint) as client:
+        found = list(Q.iter_candidates(client, ["Q3957", "Q532"], 2, page_size))
+    assert sorted(found, key=lambda q: int(q[1:])) == [f"Q{n}" for n in range(1, 251)]
+    if page_size < 250:
+        assert client.stats.queries > 10

@@ -2,9 +2,10 @@
 
 The live graph has millions of candidates for a quarter of a million survivors, so the work is
 shaped to send few, cheap queries per thousand entities: candidates are listed per batch of
-classes (a single class too big for one answer in keyset pages), and each later look-up runs over ``VALUES`` batches of candidates, in
-stages, each stage only for the candidates that survived the one before (coordinates, then
-images, then articles, then the details kept for survivors). The reference code's one query per
+classes (a class too big for one answer in buckets by its QIDs' last digits), and each later
+look-up runs over ``VALUES`` batches of candidates, in stages, each stage only for the
+candidates that survived the one before (coordinates, then images, then articles, then the
+details kept for survivors). The reference code's one query per
 entity costs a round trip per entity instead.
 
 Which constraint an entity fails first decides its dropout reason, so the stage order is the

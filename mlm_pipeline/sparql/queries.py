@@ -6,9 +6,9 @@ world. Every value that reaches a query text is either checked here against a st
 (configuration) or re-checked as a Wikidata item IRI (values read back from the endpoint), so
 neither a configuration file nor a hostile endpoint can inject SPARQL.
 
-Paging is chosen so that the answer cannot depend on the page size: listings of candidates page
-by keyset on the entity IRI (cheap at any depth); look-ups over a ``VALUES`` batch are sent
-unordered (sorting costs the engine more than the look-up) and a batch whose answer does not
+Paging is chosen so that the answer cannot depend on the page size: a listing of candidates that
+does not fit a page is split into disjoint buckets by the QIDs' last digits (see
+``iter_candidates``); look-ups over a ``VALUES`` batch are sent unordered (sorting costs the engine more than the look-up) and a batch whose answer does not
 fit one page is halved until it does, a single key with a larger answer paging by ``ORDER BY``
 over every projected variable plus ``LIMIT``/``OFFSET`` (a total order, so pages neither overlap
 nor skip). Each query asks for one row more than it keeps, which tells "complete" from "cut
@@ -36,7 +36,9 @@ PREFIX schema: <http://schema.org/>
 PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
 """
 
+MAX_QID_DIGITS = 12
 QID_RE = re.compile(r"Q[1-9][0-9]{0,11}")
+DIGITS_RE = re.compile(r"[0-9]{1,12}")
 PID_RE = re.compile(r"P[1-9][0-9]{0,8}")
 LANG_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
 # Host, optional port, optional path of unreserved/percent-encoded characters; no query string,
@@ -80,6 +82,12 @@ def check_languages(field: str, values: Sequence[object], allowed: Sequence[str]
     if len(set(values)) != len(values):
         raise ConfigError(f"{field}={list(values)!r} names a language twice")
     return list(values)  # type: ignore[arg-type]
+
+
+def check_digits(field: str, value: str) -> str:
+    if not DIGITS_RE.fullmatch(value):
+        raise ValueError(f"{field}={value!r} must be 1 to {MAX_QID_DIGITS} digits")
+    return value
 
 
 def check_language(value: str) -> str:
@@ -168,19 +176,19 @@ def labels_query(qids: Sequence[str], languages: Sequence[str], limit: int, offs
     return _lookup("labels", ("item", "label"), body, limit, offset)
 
 
-def candidates_query(classes: Sequence[str], limit: int, after: str | None = None, ordered: bool = False) -> Query:
-    """Instances of a batch of classes: unordered (cheap: the engine stops after ``limit`` rows),
-    or one keyset page of a single big class (items after ``after``, in IRI order)."""
-    keyset = f"  FILTER(STR(?item) > {_string(WD + check_qid('after', after))})\n" if after else ""
+def candidates_query(classes: Sequence[str], limit: int, suffix: str = "", exact: Sequence[str] = ()) -> Query:
+    """Instances of a batch of classes, unordered (the engine stops after ``limit`` rows), in
+    one bucket: items whose QID digits end with ``suffix``, plus the items ``exact`` (digits)."""
+    conditions = [f"STRENDS(STR(?item), {_string(check_digits('suffix', suffix))})"] if suffix else []
+    conditions += [f"STR(?item) = {_string(WD + 'Q' + check_digits('exact', digits))}" for digits in exact]
+    bucket = f"  FILTER({' || '.join(conditions)})\n" if conditions else ""
     text = (
         PREFIXES
         + "SELECT DISTINCT ?item WHERE {\n"
         + f"  {_values('class', classes)}\n"
         + "  ?item wdt:P31 ?class .\n"
-        + keyset
-        + "}\n"
-        + ("ORDER BY ?item\n" if ordered else "")
-        + f"LIMIT {limit}"
+        + bucket
+        + f"}}\nLIMIT {limit}"
     )
     return Query("entities.candidates", text, ("item",))
 
@@ -327,12 +335,6 @@ def select_batched(
         yield from rows
 
 
-def item_iri(row: Row, query: Query) -> str:
-    if "item" not in row:
-        raise QueryFailed(f"query {query.label}: a row without ?item")
-    return row["item"].value
-
-
 def iter_candidates(
     client: SparqlClient,
     classes: Sequence[str],
@@ -340,50 +342,42 @@ def iter_candidates(
     page_size: int,
     progress: Progress | None = None,
 ) -> Iterator[str]:
-    """QIDs of instances of ``classes`` (an item may recur across class batches).
+    """QIDs of instances of ``classes`` (an item may recur across class batches), never sorted.
 
     A batch of classes is asked unordered; when its answer does not fit a page the batch is
-    halved, and a single class too big for one page is listed in keyset pages, the only place
-    where the engine has to sort.
+    halved, and a single class still too big is split into ten buckets by the last digit of
+    the QID, then the last two digits, and so on. Buckets are disjoint and together complete
+    (the item whose digits equal a bucket's suffix exactly rides along with the "0" child), and
+    QIDs' last digits are close to uniform, so each split divides the work by about ten. A
+    keyset listing would have to sort every page; sorting 55,000 IRIs takes Oxigraph 20 s, a
+    bucket's filtered scan about one.
     """
 
-    def listing(batch: Sequence[str]) -> Iterator[str]:
-        query = candidates_query(batch, page_size + 1)
+    def listing(batch: Sequence[str], suffix: str = "", exact: tuple[str, ...] = ()) -> Iterator[str]:
+        query = candidates_query(batch, page_size + 1, suffix, exact)
         page = client.select(query)
         if len(page) <= page_size:
-            if progress is not None:
-                progress.add(done=len(page), rows=len(page), pages=1)
-            yield from (qid_of(item_iri(row, query), f"query {query.label}") for row in page)
-        elif len(batch) > 1:
-            middle = len(batch) // 2
-            yield from listing(batch[:middle])
-            yield from listing(batch[middle:])
-        else:
-            yield from keyset_pages(batch)
-
-    def keyset_pages(batch: Sequence[str]) -> Iterator[str]:
-        # The keyset is checked on every page: an endpoint that does not order IRIs the way
-        # STR() compares them would otherwise make pages skip or repeat items unnoticed.
-        after: str | None = None
-        while True:
-            query = candidates_query(batch, page_size + 1, after, ordered=True)
-            page = client.select(query)
-            iris = [item_iri(row, query) for row in page[:page_size]]
-            previous = WD + after if after else ""
-            for iri in iris:
-                if iri <= previous:
-                    raise QueryFailed(
-                        f"query {query.label}: endpoint returned {iri} after {previous or 'the start'}; "
-                        "its ORDER BY does not follow STR() order, so keyset paging would be unsafe"
-                    )
-                previous = iri
-            qids = [qid_of(iri, f"query {query.label}") for iri in iris]
+            qids = []
+            for row in page:
+                if "item" not in row:
+                    raise QueryFailed(f"query {query.label}: a row without ?item")
+                qids.append(qid_of(row["item"].value, f"query {query.label}"))
             if progress is not None:
                 progress.add(done=len(qids), rows=len(page), pages=1)
             yield from qids
-            if len(page) <= page_size:
-                return
-            after = qids[-1]
+        elif len(batch) > 1:
+            middle = len(batch) // 2
+            yield from listing(batch[:middle], suffix, exact)
+            yield from listing(batch[middle:], suffix, exact)
+        elif len(suffix) >= MAX_QID_DIGITS:
+            raise QueryFailed(
+                f"query {query.label}: more than {page_size} items in one bucket of class {batch[0]} "
+                "that cannot be split further; use a larger page_size"
+            )
+        else:
+            carried = exact + ((suffix,) if suffix and not suffix.startswith("0") else ())
+            for digit in "0123456789":
+                yield from listing(batch, digit + suffix, carried if digit == "0" else ())
 
     for start in range(0, len(classes), class_batch):
         yield from listing(classes[start : start + class_batch])
