@@ -180,7 +180,24 @@ def test_retry_after_is_honoured(server: RunningServer) -> None:
 def test_retry_after_beyond_the_cap_fails_without_hammering(server: RunningServer) -> None:
     result, _ = get(polite(max_retry_after_s=0.5), server.url + "/throttle-once/b")
     assert isinstance(result, FetchFailed) and result.reason == "http_429"
+    assert result.transient  # throttling says nothing about the item: a later run tries again
     assert server.counters["/throttle-once/b"] == 1
+
+
+def test_a_final_429_still_holds_back_the_other_requests_to_the_host(server: RunningServer) -> None:
+    async def two() -> FetchFailed:
+        async with PoliteSession(polite(max_attempts=1)) as http:
+            try:
+                await http.get(server.url + "/throttle-once/c", accept=("text/",), max_bytes=100)
+            except FetchFailed as failed:
+                await http.get(server.url + "/ok", accept=("application/json",), max_bytes=100)
+                return failed
+        raise AssertionError("the first request should have failed")
+
+    failed = asyncio.run(two())
+    assert failed.reason == "http_429" and failed.attempts == 1
+    times = server.server.state["times"]  # type: ignore[attr-defined]
+    assert times["/ok"][0] - times["/throttle-once/c"][0] >= 1.0
 
 
 def test_server_errors_are_retried_a_bounded_number_of_times(server: RunningServer) -> None:

@@ -28,7 +28,9 @@ from mlm_pipeline.resources import ConfigError
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
-ACCESS_REFUSED = frozenset({401, 403})
+# Final for this run but worth another run: refusals of access (Wikimedia's answer to a bad
+# User-Agent or a block) and throttling say nothing about the item itself.
+LATER_RUN_STATUS = frozenset({401, 403, 429})
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class _Trouble(Exception):
 
     def __init__(
         self, reason: str, detail: str, *, retry: bool, status: int | None = None,
-        retry_after: float | None = None, last: Response | None = None,
+        retry_after: float | None = None, last: Response | None = None, gate: str | None = None,
     ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -124,6 +126,7 @@ class _Trouble(Exception):
         self.status = status
         self.retry_after = retry_after
         self.last = last
+        self.gate = gate  # the host or pool that answered, when its answer concerns all its requests
 
 
 class _Gate:
@@ -224,28 +227,31 @@ class PoliteSession:
             except _Trouble as trouble:
                 last = trouble
                 self.stats[f"trouble_{trouble.reason}"] += 1
+                delay = self._back_off_delay(attempt)
+                paused = self._pause_gate(trouble, delay)  # even after the last attempt: others wait too
                 if not trouble.retry or attempt == p.max_attempts:
                     break
                 self.stats["retries"] += 1
-                await self._back_off(trouble, attempt, pool or _host(start))
+                if not paused:
+                    await asyncio.sleep(delay)
         assert last is not None
         self.stats["failures"] += 1
-        # A refusal of access (Wikimedia's answer to a bad User-Agent or a block) says nothing
-        # about the item: not worth a retry now, but a later run (fixed config) tries again.
         raise FetchFailed(last.reason, last.detail, attempts=attempt, status=last.status, last=last.last,
-                          transient=last.retry or last.status in ACCESS_REFUSED)
+                          transient=last.retry or last.status in LATER_RUN_STATUS)
 
-    async def _back_off(self, trouble: _Trouble, attempt: int, pool: str) -> None:
+    def _back_off_delay(self, attempt: int) -> float:
         p = self.politeness
         delay = min(p.backoff_max_s, p.backoff_s * 2 ** (attempt - 1))
-        delay = random.uniform(delay / 2, delay)
-        if trouble.status == 429 or trouble.retry_after is not None:
-            # The server spoke for the whole host: hold every request to it, not only this one.
-            gate = self._gate(pool)
-            pause = trouble.retry_after if trouble.retry_after is not None else delay
-            gate.not_before = max(gate.not_before, asyncio.get_running_loop().time() + pause)
-            return
-        await asyncio.sleep(delay)
+        return random.uniform(delay / 2, delay)
+
+    def _pause_gate(self, trouble: _Trouble, delay: float) -> bool:
+        """A 429 or a Retry-After speaks for the whole host (or pool): hold every request to it."""
+        if trouble.gate is None or (trouble.status != 429 and trouble.retry_after is None):
+            return False
+        gate = self._gate(trouble.gate)
+        pause = trouble.retry_after if trouble.retry_after is not None else delay
+        gate.not_before = max(gate.not_before, asyncio.get_running_loop().time() + pause)
+        return True
 
     async def _follow(self, start: URL, accept: tuple[str, ...], max_bytes: int, pool: str | None) -> Response:
         seen: set[str] = set()
@@ -300,8 +306,8 @@ class PoliteSession:
                     return URL(location)
                 if resp.status in RETRYABLE_STATUS:
                     raise _Trouble(
-                        f"http_{resp.status}", f"HTTP {resp.status}", retry=True,
-                        status=resp.status, retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                        f"http_{resp.status}", f"HTTP {resp.status}", retry=True, status=resp.status,
+                        retry_after=parse_retry_after(resp.headers.get("Retry-After")), gate=pool,
                     )
                 if resp.status != 200:
                     raise _Trouble(f"http_{resp.status}", f"HTTP {resp.status}", retry=False, status=resp.status)
