@@ -13,6 +13,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Dagster
 
 from mlm_pipeline.diff import diff_counts, diff_releases, entity_views, previous_release
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
+from mlm_pipeline.provenance import provenance
 
 
 def stored_table(instance: DagsterInstance, asset_name: str, key: str) -> pa.Table | None:
@@ -63,6 +64,7 @@ def release_diff(context: AssetExecutionContext, entities: pa.Table, summaries: 
     diff = diff_releases(entity_views(entities, summaries), before, previous)
     context.add_output_metadata(
         {
+            **provenance(release=key),
             "previous_release": MetadataValue.text(previous or "none (first release)"),
             "summaries_compared": summaries_compared,
             **diff_counts(diff, entities.num_rows),
