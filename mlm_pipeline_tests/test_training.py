@@ -123,6 +123,9 @@ TINY = {"epochs": 3, "batch_size": 32, "lr": 0.003, "emb_dim": 16, "seed": 3, "d
 def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInstance, tmp_path: Path) -> None:
     tables = synthetic_tables(n_entities=200, versions=("mlm_irle", "mlm_irle_gr"))
     tables["mlm_irle_gr_cells"] = tables["geo_cells"]
+    lost = tables["mlm_irle"].column("qid")[0].as_py()  # its images failed upstream: it drops out, recorded
+    images = tables["image_features"]
+    tables["image_features"] = images.filter(pa.compute.not_equal(images.column("qid"), lost))
     sources = _source_assets(tables)
     config = {a.key.path[-1]: {"config": TINY} for a in training.model_assets}
     result = _run(
@@ -141,10 +144,13 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
 
     materialisation = result.asset_materializations_for_node("model_multitask_mlm_irle")[0]
     assert materialisation.metadata["learning_curve"].value.startswith("![model_multitask_mlm_irle learning curve](data:image/png;base64,")
+    assert materialisation.metadata["dropouts"].value == {"no_image_features": 1}
+    assert f"| {lost} | no_image_features |" in materialisation.metadata["dropout_examples"].value
 
     retrieval = pq.read_table(root / "retrieval_results" / f"{RELEASE}.parquet")
     assert retrieval.schema == schemas.RETRIEVAL_RESULTS and retrieval.num_rows == 8
     n_test = len(load(tables, n_cells=6).splits["test"])
+    assert set(retrieval.column("n_test").to_pylist()) == {n_test}
     assert set(retrieval.column("subset_size").to_pylist()) == {n_test}  # the split is smaller than 500
     assert set(retrieval.column("n_subsets").to_pylist()) == {10}
     for row in retrieval.to_pylist():

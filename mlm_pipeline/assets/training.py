@@ -88,6 +88,15 @@ def learning_curve_table(name: str, version: str, task: Task, result: TrainResul
     return schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LEARNING_CURVE), "learning_curve")
 
 
+def dropout_markdown(dropouts: pa.Table, limit: int = 50) -> str:
+    """The first entities that could not be samples, with why (all of them are counted beside)."""
+    lines = ["| qid | reason | detail |", "|---|---|---|"]
+    lines += [f"| {r['qid']} | {r['reason']} | {r['detail']} |" for r in dropouts.slice(0, limit).to_pylist()]
+    if dropouts.num_rows > limit:
+        lines.append(f"| … | {dropouts.num_rows - limit} more | |")
+    return "\n".join(lines) if dropouts.num_rows else "none: every entity of the version has features"
+
+
 def prepare(
     version: str,
     config: TrainingConfig,
@@ -138,6 +147,8 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
         relative = checkpoint_path(release, name)
         absolute = storage.folder(*relative.parent.parts) / relative.name
         protocol = {"test_subset_size": subset_size, "test_subsets": config.test_subsets, "test_seed": config.seed}
+        if data.dropouts.num_rows:
+            context.log.warning("%s: %d entities without features are left out", name, data.dropouts.num_rows)
         result = train(data, task, config.settings(), absolute, extra={"protocol": protocol}, log=context.log)
         table = learning_curve_table(name, version, task, result, relative.as_posix())
         png = learning_curve_png(result.history, f"{name} (release {release})", result.best_epoch)
@@ -154,6 +165,7 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
                     {"image": data.image_dim, "text": data.text_dim, "classes": data.class_dim}
                 ),
                 "dropouts": MetadataValue.json(dict(sorted(reasons.items()))),
+                "dropout_examples": MetadataValue.md(dropout_markdown(data.dropouts)),
                 "test_subset_size": subset_size,
                 "samples_per_s": round(sum(r.samples_per_s for r in result.history) / len(result.history), 1),
             }
