@@ -210,3 +210,12 @@ def test_non_standard_width_is_refused_before_any_request(tiny_world: World, tmp
     served = Served(tiny_world, "", "", "http://127.0.0.1:9/w/api.php", "http://127.0.0.1:9/wiki/Special:FilePath/")
     with pytest.raises(ValueError, match="width=224 is not one of Commons' standard"):
         run(entities_of(tiny_world), served, tmp_path, ImagePlan(width=224))
+
+
+def test_names_that_cannot_be_asked_are_recorded_without_a_request(tiny_world: World, tmp_path: Path) -> None:
+    rows = entities_of(tiny_world).slice(0, 1).to_pylist()
+    rows[0]["images"] = ["A|B.jpg", "Photo#1.jpg", " "]
+    with running_world(tiny_world) as served:
+        images, failures = run(pa.Table.from_pylist(rows, schema=schemas.ENTITIES), served, tmp_path)
+        assert served.servers["commons"].counters.get("requests", 0) == 0
+    assert images.num_rows == 0 and failures["reason"].to_pylist() == ["invalid_file_name"] * 3

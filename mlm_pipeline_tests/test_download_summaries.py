@@ -180,3 +180,15 @@ def test_bad_plan_is_refused_before_any_request(tiny_world: World, tmp_path: Pat
     with pytest.raises(ValueError, match="title_it"):
         run(entities_of(tiny_world), Served(tiny_world, "", "http://127.0.0.1:9/{lang}", "", ""), tmp_path,
             SummaryPlan(langs=("it",)))
+
+
+def test_titles_that_cannot_be_asked_are_recorded_without_a_request(tiny_world: World, tmp_path: Path) -> None:
+    rows = entities_of(tiny_world).slice(0, 2).to_pylist()
+    rows[0].update(title_en="Pantin#History", title_de=None, title_fr=None)
+    rows[1].update(title_en="A|B", title_de=None, title_fr=None)
+    entities = pa.Table.from_pylist(rows, schema=schemas.ENTITIES)
+    with running_world(tiny_world) as served:
+        summaries, dropouts = run(entities, served, tmp_path)
+        assert served.servers["wiki"].counters.get("requests", 0) == 0
+    assert summaries.num_rows == 0
+    assert dropouts["reason"].to_pylist() == ["invalid_title", "invalid_title"]

@@ -74,7 +74,6 @@ class ImagePlan:
         return f"w{self.width}-" + hashlib.sha256(f"{self.max_bytes}:{self.max_pixels}".encode()).hexdigest()[:8]
 
 
-
 def wanted_files(entities: pa.Table) -> dict[str, list[str]]:
     """File name -> the entities that show it (a map or emblem can serve several)."""
     wanted: dict[str, list[str]] = {}
@@ -221,16 +220,17 @@ async def download_images(
 ) -> tuple[pa.Table, pa.Table]:
     """IMAGES and DROPOUTS (failures) tables for every image of ``entities``."""
     if problems := plan.problems():
-        raise ValueError("; ".join(problems))
+        raise ValueError("images: " + "; ".join(problems))
     wanted = wanted_files(entities)
     pending = pending_keys(sorted(wanted), staging.load(keys_only=True))
-    invalid = {n: (reason, False) for n in pending if (reason := title_problem(n))}
-    if invalid:
-        staging.write(_outcome([], {n: ("invalid_file_name", p, t) for n, (p, t) in invalid.items()}))
-        pending = [n for n in pending if n not in invalid]
-    downloader = ImageDownloader(session, commons_api, filepath, plan)
     progress = Progress("images", total=len(wanted), log=log, every_s=plan.progress_every_s,
-                        already=len(wanted) - len(pending) - len(invalid))
+                        already=len(wanted) - len(pending))
+    unsendable = {n: problem for n in pending if (problem := title_problem(n))}
+    if unsendable:
+        staging.write(_outcome([], {n: ("invalid_file_name", p, False) for n, p in unsendable.items()}))
+        progress.add(failed=len(unsendable))
+        pending = [n for n in pending if n not in unsendable]
+    downloader = ImageDownloader(session, commons_api, filepath, plan)
     await BatchRunner(staging, progress, plan.parallel_batches).run(
         chunks(pending, plan.metadata_batch), downloader.batch)
     return assemble(wanted, staging.load())
@@ -250,7 +250,7 @@ def assemble(wanted: dict[str, list[str]], stored: Stored) -> tuple[pa.Table, pa
                 take.append(index[name])
                 qids.append(qid)
             else:
-                reason, detail = failures.get(name, ("not_fetched", "no result stored (download interrupted?)"))
+                reason, detail = failures.get(name, ("not_fetched", "no outcome stored (download interrupted)"))
                 for column, value in zip(drops, (qid, name, STAGE, reason, detail)):
                     drops[column].append(value)
     picked = results.take(pa.array(take, pa.int64())).drop_columns(["key"])

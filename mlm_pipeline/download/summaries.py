@@ -148,10 +148,13 @@ async def download_summaries(
         raise ValueError("summaries: " + "; ".join(problems))
     wanted = wanted_titles(entities, plan.langs)
     pending = pending_keys(sorted(wanted), staging.load(keys_only=True))
+    progress = Progress("summaries", total=len(wanted), log=log, every_s=plan.progress_every_s,
+                        already=len(wanted) - len(pending))
     unsendable = {k: problem for k in pending if (problem := title_problem(split_key(k)[1]))}
     for lang in sorted({split_key(k)[0] for k in unsendable}):
         staging.write(_outcome(lang, [], [(split_key(k)[1], "invalid_title", problem, False)
                                           for k, problem in unsendable.items() if split_key(k)[0] == lang]))
+    progress.add(failed=len(unsendable))
     pending = [k for k in pending if k not in unsendable]
     per_lang = [[(lang, batch) for batch in chunks([split_key(k)[1] for k in pending if split_key(k)[0] == lang],
                                                     plan.batch_size)]
@@ -159,8 +162,6 @@ async def download_summaries(
     # Interleaved, so that every language's wiki is busy from the start.
     batches = [b for group in itertools.zip_longest(*per_lang) for b in group if b is not None]
     downloader = SummaryDownloader(session, api_template, plan)
-    progress = Progress("summaries", total=len(wanted), log=log, every_s=plan.progress_every_s,
-                        already=len(wanted) - len(pending))
     await BatchRunner(staging, progress, plan.parallel_batches).run(
         batches, lambda b: downloader.batch(b[0], b[1]))
     return assemble(wanted, staging.load())
