@@ -117,7 +117,7 @@ def _run(instance: DagsterInstance, tmp_path: Path, selection: list[AssetsDefini
     )
 
 
-TINY = {"epochs": 3, "batch_size": 32, "lr": 0.003, "emb_dim": 16, "seed": 3, "device": "cpu"}
+TINY = {"epochs": 3, "batch_size": 32, "lr": 0.003, "emb_dim": 16, "seed": 3, "device": "cpu", "threads": 1}
 
 
 def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInstance, tmp_path: Path) -> None:

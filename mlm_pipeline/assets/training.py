@@ -22,7 +22,7 @@ from mlm_pipeline.model.data import VersionData, load_version
 from mlm_pipeline.model.losses import LOSS_NAMES
 from mlm_pipeline.model.networks import TASKS, Task
 from mlm_pipeline.model.plots import learning_curve_png, png_markdown
-from mlm_pipeline.model.train import TrainResult, TrainSettings, train
+from mlm_pipeline.model.train import TrainResult, TrainSettings, cpu_threads, train
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.storage import StorageResource
 
@@ -42,6 +42,7 @@ class TrainingConfig(Config):
     emb_dim: int = 1024
     seed: int = 1234
     device: str = "auto"  # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
+    threads: int = 0  # torch CPU threads while training; 0 = torch's default (one per core)
     test_subset_size: Optional[int] = None  # None = 500, fewer only when the test split is smaller
     test_subsets: int = 10
 
@@ -110,6 +111,8 @@ def prepare(
 ) -> tuple[VersionData, int]:
     """Data and the resolved test subset size; every config error is raised here, before training."""
     config.settings()  # validates the hyperparameters
+    if config.threads < 0:
+        raise ValueError(f"{stage}: threads must be 0 (torch's default) or more, got {config.threads}")
     if config.test_subsets < 1:
         raise ValueError(f"{stage}: test_subsets must be at least 1, got {config.test_subsets}")
     data = load_version(
@@ -149,7 +152,8 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
         protocol = {"test_subset_size": subset_size, "test_subsets": config.test_subsets, "test_seed": config.seed}
         if data.dropouts.num_rows:
             context.log.warning("%s: %d entities without features are left out", name, data.dropouts.num_rows)
-        result = train(data, task, config.settings(), absolute, extra={"protocol": protocol}, log=context.log)
+        with cpu_threads(config.threads):
+            result = train(data, task, config.settings(), absolute, extra={"protocol": protocol}, log=context.log)
         table = learning_curve_table(name, version, task, result, relative.as_posix())
         png = learning_curve_png(result.history, f"{name} (release {release})", result.best_epoch)
         reasons = Counter(data.dropouts.column("reason").to_pylist())

@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,22 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+@contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op CPU threads for a block (0: leave torch's default), restored afterwards.
+
+    On a shared machine one thread can be several times faster than two contending ones
+    (benchmarks/train.py measures both).
+    """
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def check_optimised(objective: Objective, optimiser: torch.optim.Optimizer) -> None:
