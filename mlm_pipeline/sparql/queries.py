@@ -8,10 +8,10 @@ neither a configuration file nor a hostile endpoint can inject SPARQL.
 
 Paging is chosen so that the answer cannot depend on the page size: a listing of candidates that
 does not fit a page is split into disjoint buckets by the QIDs' last digits (see
-``iter_candidates``); look-ups over a ``VALUES`` batch are sent unordered (sorting costs the engine more than the look-up) and a batch whose answer does not
-fit one page is halved until it does, a single key with a larger answer paging by ``ORDER BY``
-over every projected variable plus ``LIMIT``/``OFFSET`` (a total order, so pages neither overlap
-nor skip). Each query asks for one row more than it keeps, which tells "complete" from "cut
+``iter_candidates``); look-ups over a ``VALUES`` batch are sent unordered (sorting costs the
+engine more than the look-up) and a batch whose answer does not fit one page is halved until it
+does, a single key with a larger answer paging by ``ORDER BY`` over every projected variable
+plus ``LIMIT``/``OFFSET`` (a total order, so pages neither overlap nor skip). Each query asks for one row more than it keeps, which tells "complete" from "cut
 off" without an extra query.
 """
 
