@@ -1,7 +1,8 @@
 """Stage 7: image, text and class features for the entities of MLM-irle (paper section 5.2).
 
-Encoders are built, and every configured checkpoint or model folder checked, before any input
-is read, so a wrong file fails in seconds rather than after an hour of decoding.
+Encoders are built, and every configured checkpoint or model folder checked, before any image
+is decoded or text encoded, so a wrong file fails in seconds rather than after an hour of work.
+Only MLM-irle's entities are encoded (MLM-irle-gr is a sample of it; nothing reads the rest).
 """
 
 
