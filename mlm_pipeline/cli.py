@@ -8,6 +8,7 @@ and materialises every asset for that release with ``dagster asset materialize``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,13 @@ def served_release() -> str:
         return release_key(fetch_dataset_version(endpoints))
 
 
+def default_run_config() -> dict:
+    from mlm_pipeline.resources import wikimedia_from_env
+    from mlm_pipeline.run_profiles import run_config_for
+
+    return run_config_for(wikimedia_from_env().source)
+
+
 def register(key: str) -> None:
     from dagster import DagsterInstance
 
@@ -40,7 +48,8 @@ def register(key: str) -> None:
             instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [key])
 
 
-def materialize(key: str, select: str) -> int:
+def materialize(key: str, select: str, config_files: list[str]) -> int:
+    config = ["-c", *config_files] if config_files else ["--config-json", json.dumps(default_run_config())]
     command = [
         str(Path(sys.executable).with_name("dagster")),
         "asset",
@@ -51,6 +60,7 @@ def materialize(key: str, select: str) -> int:
         key,
         "-m",
         "mlm_pipeline.definitions",
+        *config,
     ]
     print("+", " ".join(command), flush=True)
     return subprocess.call(command)
@@ -64,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--release", help="key to add (default: the one the source serves)")
     run = commands.add_parser("main", help="register the served release and materialise it")
     run.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    run.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        help="run config YAML file(s); default: the source's profile (mlm_pipeline/run_profiles.py)",
+    )
     args = parser.parse_args(argv)
 
     _use_project_home()
@@ -75,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"release {key} registered in {os.environ.get('DAGSTER_HOME', 'the default instance')}")
     if args.command == "register":
         return 0
-    return materialize(key, args.select)
+    return materialize(key, args.select, args.config)
 
 
 if __name__ == "__main__":
