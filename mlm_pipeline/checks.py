@@ -37,7 +37,7 @@ from mlm_pipeline.assets.geocells import GeoCellsConfig
 from mlm_pipeline.assets.summaries import SummariesConfig
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
 from mlm_pipeline.assets.versions import VersionsConfig
-from mlm_pipeline.model.networks import TASKS
+from mlm_pipeline.model.tasks import TASKS
 from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
 
 MAX_NAMED = 20

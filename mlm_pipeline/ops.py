@@ -36,6 +36,7 @@ from dagster import (
 
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.resources import ConfigError, WikimediaResource
+from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.sparql.queries import fetch_dataset_version, release_key
 
 RELEASE_JOB = "mlm_release"
@@ -114,11 +115,12 @@ def ensure_pools(instance: DagsterInstance) -> list[str]:
     return created
 
 
-def _run_request(refresh: Refresh, trigger: str) -> RunRequest:
+def _run_request(refresh: Refresh, trigger: str, wikimedia: WikimediaResource) -> RunRequest:
     return RunRequest(
         run_key=refresh.key,
         partition_key=refresh.key,
         job_name=RELEASE_JOB,
+        run_config=run_config_for(wikimedia.source),
         tags={TRIGGER_TAG: trigger, VERSION_TAG: refresh.dataset_version},
     )
 
@@ -148,7 +150,7 @@ def new_release_sensor(context: SensorEvaluationContext, wikimedia: WikimediaRes
     ensure_pools(context.instance)
     context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
     return SensorResult(
-        run_requests=[_run_request(refresh, "sensor")],
+        run_requests=[_run_request(refresh, "sensor", wikimedia)],
         dynamic_partitions_requests=[release_partitions.build_add_request([refresh.key])],
         cursor=refresh.dataset_version,
     )
@@ -169,7 +171,7 @@ def release_schedule(cron: str) -> ScheduleDefinition:
         ensure_pools(context.instance)
         context.instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [refresh.key])
         context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
-        return _run_request(refresh, "schedule")
+        return _run_request(refresh, "schedule", wikimedia)
 
     try:
         return schedule(

@@ -21,6 +21,7 @@ from mlm_pipeline.definitions import mlm_job
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.resources import ConfigError, WikimediaResource
+from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World, WorldSpec, build_world
 
@@ -59,10 +60,13 @@ def tick(instance: DagsterInstance, defs: Definitions, cursor: str | None):
 
 
 def apply_and_run(instance: DagsterInstance, defs: Definitions, result) -> dict:
-    """What the daemon does with a tick: add the partitions, launch the run it asks for."""
+    """What the daemon does with a tick: add the partitions, launch the run it asks for (its
+    run config, the embedded world's quick training profile, is for model assets that this
+    test's code location leaves out)."""
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     (run_request,) = result.run_requests
+    assert run_request.run_config == run_config_for("embedded")
     job = defs.resolve_job_def(run_request.job_name)
     run = job.execute_in_process(instance=instance, partition_key=run_request.partition_key, tags=run_request.tags)
     assert run.success

@@ -17,15 +17,14 @@ from dagster import AssetsDefinition, instance_for_test, load_assets_from_module
 
 from mlm_pipeline import checks
 from mlm_pipeline.assets import release_diff
-from mlm_pipeline.assets.training import model_assets
 from mlm_pipeline.definitions import STAGES
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
 
 ASSETS = load_assets_from_modules([*STAGES, release_diff])
-TINY_TRAINING = {"epochs": 2, "batch_size": 32, "lr": 0.003, "emb_dim": 16, "seed": 3, "device": "cpu"}
 TALKS_TO_SOURCE = ("settlement_classes", "entities", "summaries", "images")
 QUERIES_SPARQL = ("settlement_classes", "entities")
 
@@ -57,7 +56,7 @@ def build_release(base: Path, release: str) -> Build:
                 "storage": StorageResource(base_dir=str(data)),
                 "wikimedia": WikimediaResource(source="embedded", world_size="tiny", world_seed=1234, world_version=1),
             },
-            run_config={"ops": {a.node_def.name: {"config": TINY_TRAINING} for a in model_assets}},
+            run_config=run_config_for("embedded"),
         )
         assert result.success
         evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]

@@ -25,10 +25,11 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from playwright.sync_api import sync_playwright
 
-from mlm_pipeline.assets.training import model_assets
 from mlm_pipeline.definitions import defs
+from mlm_pipeline.run_profiles import run_config_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -44,11 +45,8 @@ CHROMIUM_ARGS = [
 ]
 STARTUP_S = 300
 RUN_S = 720
-TINY_TRAINING = "{epochs: 2, batch_size: 32, lr: 0.003, emb_dim: 16, seed: 3, device: cpu}"
-LAUNCH_CONFIG = "execution:\n  config:\n    in_process: {}\nops:\n" + "".join(
-    f"  {a.node_def.name}:\n    config: {TINY_TRAINING}\n" for a in model_assets
-)
-"""The tiny world needs no 100-epoch models; in-process saves a process start per step."""
+LAUNCH_CONFIG = yaml.safe_dump({"execution": {"config": {"in_process": {}}}, **run_config_for("embedded")})
+"""The embedded world's quick training profile; in-process saves a process start per step."""
 
 
 def free_port() -> int:
