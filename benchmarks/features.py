@@ -42,7 +42,6 @@ from mlm_pipeline.assets.features import DEFAULT_MODEL_LAYERS
 from mlm_pipeline.encoders.device import device_label, resolve_device
 from mlm_pipeline.encoders.image import (
     SLOTS,
-    BranchSpec,
     ImageBranch,
     ImageEncoder,
     build_image_encoder,
@@ -50,6 +49,7 @@ from mlm_pipeline.encoders.image import (
     iter_decoded_batches,
 )
 from mlm_pipeline.encoders.resnet import resnet_config, seeded_resnet
+from mlm_pipeline.encoders.settings import BranchSpec
 from mlm_pipeline.encoders.tables import BinaryColumn
 from mlm_pipeline.encoders.text import TextEncoder
 from mlm_pipeline.encoders.vectors import to_vector_array

@@ -30,7 +30,8 @@ from mlm_pipeline import schemas
 from mlm_pipeline.model.data import SplitData, VersionData
 from mlm_pipeline.model.losses import Objective, sample_pairs
 from mlm_pipeline.model.networks import MLMNet, ModelShape
-from mlm_pipeline.model.train import TrainSettings, resolve_device, train
+from mlm_pipeline.model.settings import TrainSettings
+from mlm_pipeline.model.train import resolve_device, train
 
 MLM_IRLE_TRAIN = 174_944
 MLM_IRLE_VAL = 21_868

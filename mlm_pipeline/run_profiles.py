@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
-from mlm_pipeline.model.networks import TASKS
+from mlm_pipeline.model.tasks import TASKS
 
 QUICK_TRAINING: dict[str, Any] = {"epochs": 8, "emb_dim": 256, "lr": 1e-3, "threads": 1}
 """Small embeddings and a larger step size learn something in 8 epochs; one thread is faster

@@ -23,13 +23,13 @@ from mlm_pipeline.encoders.image import (
     IMAGE_DIM,
     OFFLINE_CONFIG,
     SLOT_DIM,
-    BranchSpec,
     build_image_encoder,
     decode_image,
     encode_images,
     iter_decoded_batches,
 )
 from mlm_pipeline.encoders.resnet import CheckpointError, load_resnet_checkpoint
+from mlm_pipeline.encoders.settings import BranchSpec
 from mlm_pipeline.encoders.text import TextEncoder, TextModelError, chunk_text, default_model_path, mean_pool
 from mlm_pipeline.encoders.vectors import to_vector_array, vector_matrix
 

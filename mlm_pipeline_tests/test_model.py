@@ -12,17 +12,9 @@ import torch.nn.functional as F
 
 from mlm_pipeline import schemas
 from mlm_pipeline.model.data import load_version
-from mlm_pipeline.model.losses import (
-    LOCATION_IMAGE,
-    LOCATION_TEXT,
-    RETRIEVAL,
-    Objective,
-    Pairs,
-    TaskWeighting,
-    sample_pairs,
-    task_losses,
-)
+from mlm_pipeline.model.losses import Objective, Pairs, TaskWeighting, sample_pairs, task_losses
 from mlm_pipeline.model.networks import MLMNet, ModelShape, Outputs, l2_normalise
+from mlm_pipeline.model.tasks import LOCATION_IMAGE, LOCATION_TEXT, RETRIEVAL
 
 
 def synthetic_tables(

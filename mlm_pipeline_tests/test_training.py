@@ -14,9 +14,11 @@ from dagster import AssetsDefinition, DagsterInstance, asset, materialize
 from mlm_pipeline import schemas
 from mlm_pipeline.assets import evaluation, training
 from mlm_pipeline.model.data import VersionData
-from mlm_pipeline.model.losses import LOCATION_IMAGE, Objective
+from mlm_pipeline.model.losses import Objective
 from mlm_pipeline.model.networks import MLMNet, ModelShape
-from mlm_pipeline.model.train import TrainSettings, check_optimised, load_checkpoint, train
+from mlm_pipeline.model.settings import TrainSettings
+from mlm_pipeline.model.tasks import LOCATION_IMAGE
+from mlm_pipeline.model.train import check_optimised, load_checkpoint, train
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.storage import StorageResource

@@ -10,6 +10,7 @@ paper. The Markdown tables go to the asset metadata and, beside the Parquet, to
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -18,12 +19,15 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, asset
 from mlm_pipeline import schemas
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, CELL_TABLES, GROUP, model_name
 from mlm_pipeline.model import metrics
-from mlm_pipeline.model.data import SplitData, VersionData, load_version
-from mlm_pipeline.model.evaluate import Predictions, location_scores, predict
-from mlm_pipeline.model.networks import Task
-from mlm_pipeline.model.train import load_checkpoint, resolve_device
+from mlm_pipeline.model.tasks import Task
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.storage import StorageResource
+
+# The model code (torch) is imported inside the functions that run it: every step process of a
+# run imports the code location, and importing torch there would cost each one seconds.
+if TYPE_CHECKING:
+    from mlm_pipeline.model.data import SplitData, VersionData
+    from mlm_pipeline.model.evaluate import Predictions
 
 VERSION_TITLES = {"mlm_irle": "MLM-irle", "mlm_irle_gr": "MLM-irle-gr"}
 RETRIEVAL_SYSTEMS: dict[str, Task] = {"multitask": "multitask", "single-task": "ir"}
@@ -42,13 +46,16 @@ class EvaluatedModel:
     name: str
     best_epoch: int
     protocol: dict[str, int]
-    test: SplitData
-    predictions: Predictions
+    test: "SplitData"
+    predictions: "Predictions"
 
 
 def _evaluate(
-    name: str, curve: pa.Table, data: VersionData, storage: StorageResource, config: EvaluationConfig
+    name: str, curve: pa.Table, data: "VersionData", storage: StorageResource, config: EvaluationConfig
 ) -> EvaluatedModel:
+    from mlm_pipeline.model.evaluate import predict
+    from mlm_pipeline.model.train import load_checkpoint, resolve_device
+
     best = curve.filter(curve.column("best"))
     if best.num_rows != 1:
         raise ValueError(f"{name}: its learning curve marks {best.num_rows} best epochs, expected 1")
@@ -63,7 +70,9 @@ def _evaluate(
     return EvaluatedModel(name, int(best.column("epoch")[0].as_py()), protocol, test, predict(net, test, config.batch_size))
 
 
-def _version_data(version: str, tables: dict[str, pa.Table], n_cells: int | None, stage: str) -> VersionData:
+def _version_data(version: str, tables: dict[str, pa.Table], n_cells: int | None, stage: str) -> "VersionData":
+    from mlm_pipeline.model.data import load_version
+
     return load_version(
         version,
         tables[version],
@@ -102,6 +111,8 @@ def retrieval_rows(version: str, system: str, model: EvaluatedModel) -> list[dic
 
 
 def location_rows(version: str, system: str, model: EvaluatedModel, cells: pa.Table) -> list[dict[str, object]]:
+    from mlm_pipeline.model.evaluate import location_scores
+
     cells = cells.sort_by("cell")
     if cells.column("cell").to_pylist() != list(range(cells.num_rows)):
         raise ValueError(f"{CELL_TABLES[version]}: cell labels are not 0..{cells.num_rows - 1}")

@@ -7,18 +7,20 @@ Only MLM-irle's entities are encoded (MLM-irle-gr is a sample of it; nothing rea
 
 
 from collections import Counter
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
 from pydantic import Field
 
-from mlm_pipeline.encoders.device import device_label, resolve_device
-from mlm_pipeline.encoders.image import OFFLINE_INPUT_SIZE, BranchSpec, build_image_encoder
-from mlm_pipeline.encoders.tables import class_feature_table, image_feature_table, text_feature_table
-from mlm_pipeline.encoders.text import MAX_CHUNK_CHARS, TextEncoder
+from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS, OFFLINE_INPUT_SIZE, BranchSpec
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
+
+# The encoders (torch, transformers) are imported inside the functions that run them: every step
+# process of a run imports the code location, and those imports would cost each one seconds.
+if TYPE_CHECKING:
+    from mlm_pipeline.encoders.text import TextEncoder
 
 
 # Steps that keep every core busy with torch share one pool, so Dagster never runs two side by
@@ -74,7 +76,10 @@ class TextFeaturesConfig(Config):
     batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
-    def encoder(self) -> TextEncoder:
+    def encoder(self) -> "TextEncoder":
+        from mlm_pipeline.encoders.device import resolve_device
+        from mlm_pipeline.encoders.text import TextEncoder
+
         device = resolve_device(self.device)
         layers = self.layers if self.layers is not None else (0 if self.model_path else DEFAULT_MODEL_LAYERS)
         return TextEncoder(
@@ -99,6 +104,10 @@ class TextFeaturesConfig(Config):
 def image_features(
     context: AssetExecutionContext, config: ImageFeaturesConfig, images_filtered: pa.Table, mlm_irle: pa.Table
 ) -> Iterator[Output]:
+    from mlm_pipeline.encoders.device import device_label, resolve_device
+    from mlm_pipeline.encoders.image import build_image_encoder
+    from mlm_pipeline.encoders.tables import image_feature_table
+
     device = resolve_device(config.device)
     encoder = build_image_encoder(config.branches())
     described = encoder.describe()
@@ -133,7 +142,9 @@ def image_features(
     yield Output(result.dropouts, output_name="image_feature_dropouts", metadata={**common, "by_reason": MetadataValue.json(dict(reasons))})
 
 
-def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, encoder: TextEncoder, table: pa.Table) -> dict:
+def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, encoder: "TextEncoder", table: pa.Table) -> dict:
+    from mlm_pipeline.encoders.device import device_label
+
     described = encoder.describe()
     return {
         **provenance(release=context.partition_key, config=config),
@@ -156,6 +167,9 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
 def text_features(
     context: AssetExecutionContext, config: TextFeaturesConfig, summaries: pa.Table, mlm_irle: pa.Table
 ) -> Output[pa.Table]:
+    from mlm_pipeline.encoders.device import device_label
+    from mlm_pipeline.encoders.tables import text_feature_table
+
     encoder = config.encoder()
     context.log.info(f"text encoder on {device_label(encoder.device)}: {encoder.describe()}")
     table = text_feature_table(summaries, mlm_irle, encoder, log=context.log.info)
@@ -171,6 +185,8 @@ def text_features(
 def class_features(
     context: AssetExecutionContext, config: TextFeaturesConfig, entities: pa.Table, mlm_irle: pa.Table
 ) -> Output[pa.Table]:
+    from mlm_pipeline.encoders.tables import class_feature_table
+
     encoder = config.encoder()
     table = class_feature_table(entities, mlm_irle, encoder, log=context.log.info)
     unlabelled = sum(1 for label in table.column("label").to_pylist() if not label)

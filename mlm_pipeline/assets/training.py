@@ -11,20 +11,23 @@ evaluation inside the checkpoint.
 
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
 
 from mlm_pipeline import schemas
 from mlm_pipeline.model import metrics
-from mlm_pipeline.model.data import VersionData, load_version
-from mlm_pipeline.model.losses import LOSS_NAMES
-from mlm_pipeline.model.networks import TASKS, Task
-from mlm_pipeline.model.plots import learning_curve_png, png_markdown
-from mlm_pipeline.model.train import TrainResult, TrainSettings, cpu_threads, train
+from mlm_pipeline.model.settings import TrainSettings
+from mlm_pipeline.model.tasks import LOSS_NAMES, TASKS, Task
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.storage import StorageResource
+
+# Training and plotting (torch, matplotlib) are imported inside the functions that use them:
+# every step process of a run imports the code location, and those imports would cost each one seconds.
+if TYPE_CHECKING:
+    from mlm_pipeline.model.data import VersionData
+    from mlm_pipeline.model.train import TrainResult
 
 BENCHMARK_VERSIONS = ("mlm_irle", "mlm_irle_gr")
 CELL_TABLES = {"mlm_irle": "geo_cells", "mlm_irle_gr": "mlm_irle_gr_cells"}
@@ -67,7 +70,7 @@ def checkpoint_path(release: str, name: str) -> Path:
     return Path("checkpoints", release, name, "best.pt")
 
 
-def learning_curve_table(name: str, version: str, task: Task, result: TrainResult, checkpoint: str) -> pa.Table:
+def learning_curve_table(name: str, version: str, task: Task, result: "TrainResult", checkpoint: str) -> pa.Table:
     rows = []
     for record in result.history:
         row: dict[str, object] = {
@@ -108,8 +111,10 @@ def prepare(
     text_features: pa.Table,
     class_features: pa.Table,
     stage: str,
-) -> tuple[VersionData, int]:
+) -> tuple["VersionData", int]:
     """Data and the resolved test subset size; every config error is raised here, before training."""
+    from mlm_pipeline.model.data import load_version
+
     config.settings()  # validates the hyperparameters
     if config.threads < 0:
         raise ValueError(f"{stage}: threads must be 0 (torch's default) or more, got {config.threads}")
@@ -143,6 +148,9 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
         text_features: pa.Table,
         class_features: pa.Table,
     ) -> pa.Table:
+        from mlm_pipeline.model.plots import learning_curve_png, png_markdown
+        from mlm_pipeline.model.train import cpu_threads, train
+
         release = context.partition_key
         data, subset_size = prepare(
             version, config, version_table, cells, splits, image_features, text_features, class_features, name

@@ -32,6 +32,7 @@ from transformers import ResNetConfig, ResNetModel
 
 from mlm_pipeline.encoders.progress import Progress
 from mlm_pipeline.encoders.resnet import LoadReport, load_resnet_checkpoint, seeded_resnet
+from mlm_pipeline.encoders.settings import BranchSpec
 
 SLOT_DIM = 2048
 SLOTS = ("places365", "geolocation")
@@ -46,24 +47,10 @@ RESIZE_RATIO = 256 / 224
 # The offline default: one basic block per stage, narrow, so ~20 M multiply-adds per 64 px image.
 OFFLINE_ARCH = "offline-resnet10-narrow"
 OFFLINE_CONFIG = dict(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic")
-OFFLINE_INPUT_SIZE = 64
 
 
 class ImageEncoderError(ValueError):
     """An image encoder configuration that cannot be built."""
-
-
-@dataclass(frozen=True)
-class BranchSpec:
-    """One descriptor slot: a checkpoint to load, or empty for the seeded offline default."""
-
-    slot: str
-    checkpoint: str = ""
-    format: str = "torchvision"
-    arch: str = "resnet50"
-    input_size: int = 224
-    seed: int = 0
-    trust: bool = False
 
 
 class ImageBranch(torch.nn.Module):

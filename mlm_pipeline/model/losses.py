@@ -21,18 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlm_pipeline.model.networks import MLMNet, Outputs, Task
-
-RETRIEVAL = "retrieval"
-LOCATION_IMAGE = "location_image"
-LOCATION_TEXT = "location_text"
-LOSS_NAMES = (RETRIEVAL, LOCATION_IMAGE, LOCATION_TEXT)
-
-TASK_LOSSES: dict[Task, tuple[str, ...]] = {
-    "multitask": (RETRIEVAL, LOCATION_IMAGE, LOCATION_TEXT),
-    "ir": (RETRIEVAL,),
-    "le": (LOCATION_IMAGE, LOCATION_TEXT),
-}
+from mlm_pipeline.model.networks import MLMNet, Outputs
+from mlm_pipeline.model.tasks import LOCATION_IMAGE, LOCATION_TEXT, RETRIEVAL, TASK_LOSSES
 
 COSINE_MARGIN = 0.1
 

@@ -8,14 +8,13 @@ about multitask learning, not about two differently built networks.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Task = Literal["multitask", "ir", "le"]
-TASKS: tuple[Task, ...] = ("multitask", "ir", "le")
+from mlm_pipeline.model.tasks import TASKS, Task
 
 NORM_EPS = 1e-12  # the paper's clamp on the norm
 
@@ -109,7 +108,7 @@ class MLMNet(nn.Module):
     """Image and text embedded into one space; geo-cell heads on both embeddings.
 
     ``task="ir"`` has no location heads, ``task="le"`` has them but is trained without the
-    retrieval loss (see losses.TASK_LOSSES); the encoders are the same in all three.
+    retrieval loss (see tasks.TASK_LOSSES); the encoders are the same in all three.
     """
 
     def __init__(self, shape: ModelShape) -> None:

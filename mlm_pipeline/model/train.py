@@ -25,33 +25,12 @@ import torch
 
 from mlm_pipeline.model.data import SplitData, VersionData
 from mlm_pipeline.model.losses import Objective, sample_pairs
-from mlm_pipeline.model.networks import MLMNet, ModelShape, Task
+from mlm_pipeline.model.networks import MLMNet, ModelShape
+from mlm_pipeline.model.settings import TrainSettings
+from mlm_pipeline.model.tasks import Task
 
 LOG = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 30.0
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The paper's hyperparameters (section 6.1) as defaults."""
-
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-4
-    dropout: float = 0.1
-    emb_dim: int = 1024
-    seed: int = 1234
-    device: str = "auto"  # "auto": CUDA when available, else CPU
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (negative pairs need two entities), got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
