@@ -6,7 +6,6 @@ from dagster import (
     AssetSelection,
     Definitions,
     define_asset_job,
-    load_asset_checks_from_modules,
     load_assets_from_modules,
 )
 
@@ -21,9 +20,10 @@ from mlm_pipeline.assets import (
     features,  # 7. image, text and class features
     training,  # 8. multitask and single-task models
     evaluation,  # 9. retrieval and location results
+    release_diff,  # what changed since the previous release
 )
+from mlm_pipeline import checks, ops
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.resources import wikimedia_from_env
 from mlm_pipeline.storage import StorageResource
 
@@ -38,19 +38,21 @@ STAGES = [
     features,
     training,
     evaluation,
+    release_diff,
 ]
 
 mlm_job = define_asset_job(
-    "mlm_release",
+    ops.RELEASE_JOB,
     selection=AssetSelection.all(),
-    partitions_def=release_partitions,
     description="Builds one MLM release end to end: extraction, dataset versions, benchmark.",
 )
 
 defs = Definitions(
     assets=load_assets_from_modules(STAGES),
-    asset_checks=load_asset_checks_from_modules(STAGES),
+    asset_checks=checks.asset_checks,
     jobs=[mlm_job],
+    sensors=ops.sensors,
+    schedules=ops.schedules,
     resources={
         "io_manager": ParquetIOManager(),
         "wikimedia": wikimedia_from_env(),

@@ -16,7 +16,6 @@ import pytest
 from dagster import AssetsDefinition, instance_for_test, load_assets_from_modules, materialize
 
 from mlm_pipeline import checks
-from mlm_pipeline.assets import release_diff
 from mlm_pipeline.definitions import STAGES
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
@@ -24,7 +23,7 @@ from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
 
-ASSETS = load_assets_from_modules([*STAGES, release_diff])
+ASSETS = load_assets_from_modules(STAGES)
 TALKS_TO_SOURCE = ("settlement_classes", "entities", "summaries", "images")
 QUERIES_SPARQL = ("settlement_classes", "entities")
 

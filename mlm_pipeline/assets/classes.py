@@ -3,6 +3,7 @@
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
+from mlm_pipeline import pools
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import Endpoints, WikimediaResource
@@ -64,6 +65,8 @@ class SettlementClassesConfig(SparqlQueryConfig):
 
 @asset(
     partitions_def=release_partitions,
+    code_version="1",
+    pool=pools.WIKIDATA_QUERY,
     description="Subclasses of the base class up to max_hops wdt:P279 hops, with shortest hop "
     "count, a parent on a shortest path and the English label (schemas.SETTLEMENT_CLASSES).",
 )

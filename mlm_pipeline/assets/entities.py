@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Out
 from pydantic import Field
 
 from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
+from mlm_pipeline import pools
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
@@ -43,6 +44,8 @@ def reasons_markdown(counts: Counter, candidates: int) -> str:
     },
     ins={"settlement_classes": AssetIn()},
     partitions_def=release_partitions,
+    code_version="1",
+    pool=pools.WIKIDATA_QUERY,
 )
 def entities(
     context: AssetExecutionContext,

@@ -13,6 +13,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
 from pydantic import Field
 
+from mlm_pipeline import pools
 from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS, OFFLINE_INPUT_SIZE, BranchSpec
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
@@ -21,11 +22,6 @@ from mlm_pipeline.provenance import provenance
 # process of a run imports the code location, and those imports would cost each one seconds.
 if TYPE_CHECKING:
     from mlm_pipeline.encoders.text import TextEncoder
-
-
-# Steps that keep every core busy with torch share one pool, so Dagster never runs two side by
-# side: on two cores that only oversubscribes OpenMP threads (measured: 2.5x the CPU per image).
-COMPUTE_POOL = "compute"
 
 
 class ImageFeaturesConfig(Config):
@@ -99,7 +95,8 @@ class TextFeaturesConfig(Config):
     },
     ins={"images_filtered": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    pool=COMPUTE_POOL,
+    code_version="1",
+    pool=pools.COMPUTE,
 )
 def image_features(
     context: AssetExecutionContext, config: ImageFeaturesConfig, images_filtered: pa.Table, mlm_irle: pa.Table
@@ -160,7 +157,8 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
 @asset(
     ins={"summaries": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    pool=COMPUTE_POOL,
+    code_version="1",
+    pool=pools.COMPUTE,
     description="One vector per summary (entity, language) of MLM-irle: 500-character chunks on word "
     "boundaries, token vectors mean-pooled per chunk, chunk vectors averaged.",
 )
@@ -179,7 +177,8 @@ def text_features(
 @asset(
     ins={"entities": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    pool=COMPUTE_POOL,
+    code_version="1",
+    pool=pools.COMPUTE,
     description="One vector per triple class of MLM-irle's entities: its English label through the text encoder.",
 )
 def class_features(

@@ -29,6 +29,7 @@ class ImagesFilteredConfig(Config):
     },
     ins={"images": AssetIn()},
     partitions_def=release_partitions,
+    code_version="1",
 )
 def images_filtered(
     context: AssetExecutionContext, config: ImagesFilteredConfig, images: pa.Table

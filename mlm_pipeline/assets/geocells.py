@@ -31,6 +31,7 @@ class GeoCellsConfig(Config):
     },
     ins={"entities": AssetIn(), "summaries": AssetIn(), "images_filtered": AssetIn()},
     partitions_def=release_partitions,
+    code_version="1",
 )
 def geo_cells(
     context: AssetExecutionContext,

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mlm_pipeline.assets.summaries import PoliteDownloadConfig, reason_counts, request_metadata
 from mlm_pipeline.download.images import MAX_TITLES_PER_REQUEST, MEDIA_POOL, ImagePlan, fetch_images
+from mlm_pipeline import pools
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
@@ -49,6 +50,8 @@ class ImagesConfig(PoliteDownloadConfig):
     },
     ins={"entities": AssetIn()},
     partitions_def=release_partitions,
+    code_version="1",
+    pool=pools.WIKIMEDIA_MEDIA,
 )
 def images(
     context: AssetExecutionContext,

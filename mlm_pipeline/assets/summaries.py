@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mlm_pipeline.download.politeness import Politeness
 from mlm_pipeline.download.summaries import MAX_TITLES_PER_REQUEST, SummaryPlan, fetch_summaries
+from mlm_pipeline import pools
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import Endpoints, WikimediaResource
@@ -79,6 +80,8 @@ class SummariesConfig(PoliteDownloadConfig):
     },
     ins={"entities": AssetIn()},
     partitions_def=release_partitions,
+    code_version="1",
+    pool=pools.WIKIPEDIA_API,
 )
 def summaries(
     context: AssetExecutionContext,

@@ -56,6 +56,7 @@ def _quota_markdown(quotas: list[Quota]) -> str:
         "geo_cell_dropouts": AssetIn(),
     },
     partitions_def=release_partitions,
+    code_version="1",
 )
 def dataset_versions(
     context: AssetExecutionContext,
@@ -123,6 +124,7 @@ class SplitsConfig(Config):
 @asset(
     ins={"mlm": AssetIn(), "mlm_irle": AssetIn(), "mlm_irle_gr": AssetIn()},
     partitions_def=release_partitions,
+    code_version="1",
     description="Train/val/test by entity for each version (keyed hash of seed and entity id).",
 )
 def splits(
@@ -152,6 +154,7 @@ def splits(
         "splits": AssetIn(),
     },
     partitions_def=release_partitions,
+    code_version="1",
     description="The paper's Table 2 per version (plus cells, splits, entities per continent) and Figure 2.",
 )
 def dataset_stats(

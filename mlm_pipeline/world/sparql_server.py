@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
