@@ -5,12 +5,8 @@ schema:dateModified``, date part), so "is there a new release?" is one small SPA
 sensor asks it often and stays quiet while the answer is unchanged; the schedule asks it once a
 week as a safety net when the sensor is switched off. Both register the release as a ``release``
 partition and request one run of the whole graph for it, keyed by the release, so asking twice
-never builds a release twice.
-
-The concurrency pools below make runs share Wikimedia's limits instead of multiplying them:
-a pool slot is a step, so with one slot per pool two runs never query the query service at the
-same time (its rule: one query at a time), and never download media in two steps at once (each
-images step keeps to the media limit of two connections by itself).
+never builds a release twice. Before requesting a run they create the concurrency pools'
+slots (``mlm_pipeline.pools``), which is what makes two runs share Wikimedia's limits.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from dagster import (
     sensor,
 )
 
+from mlm_pipeline import pools
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.resources import ConfigError, WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
@@ -41,14 +38,6 @@ from mlm_pipeline.sparql.queries import fetch_dataset_version, release_key
 
 RELEASE_JOB = "mlm_release"
 """The job in definitions.py that builds every asset of one release."""
-
-WIKIDATA_QUERY_POOL = "wikidata_query"
-"""Steps that send queries to the SPARQL endpoint (classes, entities)."""
-WIKIMEDIA_MEDIA_POOL = "wikimedia_media"
-"""Steps that download from Commons (images)."""
-WIKIPEDIA_API_POOL = "wikipedia_api"
-"""Steps that call the Wikipedia APIs (summaries)."""
-POOLS = (WIKIDATA_QUERY_POOL, WIKIMEDIA_MEDIA_POOL, WIKIPEDIA_API_POOL)
 
 CRON_ENV = "MLM_RELEASE_CRON"
 DEFAULT_CRON = "0 3 * * 1"
@@ -96,7 +85,7 @@ def served_version(wikimedia: WikimediaResource) -> str:
 
 
 def ensure_pools(instance: DagsterInstance) -> list[str]:
-    """Create the Wikimedia pools' slots before any run needs them; returns the pools created.
+    """Create the pools' slots before any run needs them; returns the pools created.
 
     Dagster creates a pool's slots lazily when a step first claims it, and two runs doing that
     at the same moment on SQLite storage can both get in. Creating them here, in the one
@@ -106,7 +95,7 @@ def ensure_pools(instance: DagsterInstance) -> list[str]:
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
-    created = [pool for pool in POOLS if pool not in storage.get_concurrency_keys()]
+    created = [pool for pool in pools.ALL if pool not in storage.get_concurrency_keys()]
     for pool in created:
         if instance.global_op_concurrency_default_limit is None:
             storage.set_concurrency_slots(pool, POOL_LIMIT_WITHOUT_DEFAULT)

@@ -14,16 +14,16 @@ from pathlib import Path
 import yaml
 from dagster import AssetsDefinition, DagsterInstance, instance_for_test
 
-from mlm_pipeline import ops
+from mlm_pipeline import ops, pools
 from mlm_pipeline.definitions import defs
 
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_POOLS = {
-    "settlement_classes": ops.WIKIDATA_QUERY_POOL,
-    "entities": ops.WIKIDATA_QUERY_POOL,
-    "summaries": ops.WIKIPEDIA_API_POOL,
-    "images": ops.WIKIMEDIA_MEDIA_POOL,
+    "settlement_classes": pools.WIKIDATA_QUERY,
+    "entities": pools.WIKIDATA_QUERY,
+    "summaries": pools.WIKIPEDIA_API,
+    "images": pools.WIKIMEDIA_MEDIA,
 }
 
 
@@ -41,29 +41,28 @@ def test_project_instance_gives_every_pool_one_slot(tmp_path) -> None:
 
 
 def test_every_stage_that_talks_to_wikimedia_claims_its_pool() -> None:
-    pools = {}
+    claimed = {}
     for assets_def in defs.assets:
         if isinstance(assets_def, AssetsDefinition) and "wikimedia" in assets_def.required_resource_keys:
             for key in assets_def.keys:
-                pools[key.to_user_string()] = assets_def.node_def.pool
-    talking = {name: pool for name, pool in pools.items() if name in EXPECTED_POOLS}
-    assert talking == EXPECTED_POOLS
-    assert all(pool in ops.POOLS for pool in pools.values()), pools
+                claimed[key.to_user_string()] = assets_def.node_def.pool
+    assert {name: pool for name, pool in claimed.items() if name in EXPECTED_POOLS} == EXPECTED_POOLS
+    assert all(pool in pools.ALL for pool in claimed.values()), claimed
 
 
 def test_ensure_pools_creates_missing_pools_once_and_keeps_set_limits(tmp_path) -> None:
     (tmp_path / "a").mkdir()
     with instance_for_test(overrides=project_instance_config(), temp_dir=str(tmp_path / "a")) as instance:
-        instance.event_log_storage.set_concurrency_slots(ops.WIKIMEDIA_MEDIA_POOL, 3)
-        assert sorted(ops.ensure_pools(instance)) == sorted({*ops.POOLS} - {ops.WIKIMEDIA_MEDIA_POOL})
+        instance.event_log_storage.set_concurrency_slots(pools.WIKIMEDIA_MEDIA, 3)
+        assert sorted(ops.ensure_pools(instance)) == sorted({*pools.ALL} - {pools.WIKIMEDIA_MEDIA})
         assert ops.ensure_pools(instance) == []
-        slots = {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in ops.POOLS}
-        assert slots == {ops.WIKIDATA_QUERY_POOL: 1, ops.WIKIPEDIA_API_POOL: 1, ops.WIKIMEDIA_MEDIA_POOL: 3}
+        slots = {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in pools.ALL}
+        assert slots == {pool: 3 if pool == pools.WIKIMEDIA_MEDIA else 1 for pool in pools.ALL}
     (tmp_path / "b").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "b")) as instance:  # no default limit configured
         assert instance.global_op_concurrency_default_limit is None
         ops.ensure_pools(instance)
-        assert {instance.event_log_storage.get_concurrency_info(p).slot_count for p in ops.POOLS} == {1}
+        assert {instance.event_log_storage.get_concurrency_info(p).slot_count for p in pools.ALL} == {1}
 
 
 PROBE = textwrap.dedent(
@@ -99,7 +98,7 @@ def test_two_runs_never_hold_a_pool_at_once(tmp_path) -> None:
     with DagsterInstance.from_config(str(home)) as instance:
         ops.ensure_pools(instance)  # as the sensor does before it requests a run
     runs = [
-        subprocess.Popen([sys.executable, str(tmp_path / "probe.py"), ops.WIKIDATA_QUERY_POOL], env=env)
+        subprocess.Popen([sys.executable, str(tmp_path / "probe.py"), pools.WIKIDATA_QUERY], env=env)
         for _ in range(2)
     ]
     try:
