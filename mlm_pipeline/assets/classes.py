@@ -54,6 +54,8 @@ def query_metadata(stats: ClientStats) -> dict[str, MetadataValue]:
         "failed_attempts": MetadataValue.json(dict(sorted(stats.failures.items()))),
         "rows_received": MetadataValue.int(stats.rows),
         "query_seconds": MetadataValue.float(round(stats.seconds, 3)),
+        # name#sha256-prefix of every distinct query text: what was asked, comparable across builds
+        "query_labels": MetadataValue.json(list(stats.labels)),
     }
 
 
@@ -87,7 +89,6 @@ def settlement_classes(
             source=wikimedia, endpoints=endpoints, dataset_version=version, release=context.partition_key, config=config
         ),
         "classes_by_hops": MetadataValue.json({str(h): hops.count(h) for h in sorted(set(hops))}),
-        "query_labels": MetadataValue.json(list(client.stats.labels)),
         **query_metadata(client.stats),
     }
     return Output(table, metadata=metadata)

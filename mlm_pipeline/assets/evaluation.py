@@ -21,6 +21,7 @@ from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, CELL_TABLES, GROUP,
 from mlm_pipeline.model import metrics
 from mlm_pipeline.model.tasks import Task
 from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
 from mlm_pipeline.storage import StorageResource
 
 # The model code (torch) is imported inside the functions that run it: every step process of a
@@ -241,7 +242,13 @@ def retrieval_results(
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.RETRIEVAL_RESULTS), "retrieval_results")
     markdown = table3_markdown(table)
     path = _write_markdown(storage, context.partition_key, "table3_retrieval", markdown)
-    context.add_output_metadata({"table_3": MetadataValue.md(markdown), "markdown": MetadataValue.path(str(path))})
+    context.add_output_metadata(
+        {
+            **provenance(release=context.partition_key, config=config),
+            "table_3": MetadataValue.md(markdown),
+            "markdown": MetadataValue.path(str(path)),
+        }
+    )
     return table
 
 
@@ -279,5 +286,11 @@ def location_results(
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LOCATION_RESULTS), "location_results")
     markdown = table4_markdown(table)
     path = _write_markdown(storage, context.partition_key, "table4_location", markdown)
-    context.add_output_metadata({"table_4": MetadataValue.md(markdown), "markdown": MetadataValue.path(str(path))})
+    context.add_output_metadata(
+        {
+            **provenance(release=context.partition_key, config=config),
+            "table_4": MetadataValue.md(markdown),
+            "markdown": MetadataValue.path(str(path)),
+        }
+    )
     return table

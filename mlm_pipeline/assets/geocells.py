@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataVa
 from mlm_pipeline.geo.cells import CellParams, build_cells
 from mlm_pipeline.geo.versions import cell_inputs
 from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
 
 
 class GeoCellsConfig(Config):
@@ -41,6 +42,7 @@ def geo_cells(
     images_filtered: pa.Table,
 ):
     params = config.params()
+    common = provenance(release=context.partition_key, config=config)
     started = time.perf_counter()
     members = cell_inputs(entities, summaries, images_filtered)
     result = build_cells(
@@ -66,6 +68,7 @@ def geo_cells(
         result.cells,
         output_name="geo_cells",
         metadata={
+            **common,
             "cells": result.cells.num_rows,
             "entities_in_cells": result.entity_cells.num_rows,
             "sparse_cells_dropped": result.dropped_cells,
@@ -76,6 +79,6 @@ def geo_cells(
             "seconds": round(seconds, 3),
         },
     )
-    yield Output(result.entity_cells, output_name="entity_cells", metadata={"entities": result.entity_cells.num_rows})
-    yield Output(result.dropouts, output_name="geo_cell_dropouts", metadata={"entities": result.dropouts.num_rows})
+    yield Output(result.entity_cells, output_name="entity_cells", metadata={**common, "entities": result.entity_cells.num_rows})
+    yield Output(result.dropouts, output_name="geo_cell_dropouts", metadata={**common, "entities": result.dropouts.num_rows})
 

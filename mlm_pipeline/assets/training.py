@@ -21,6 +21,7 @@ from mlm_pipeline.model import metrics
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.tasks import LOSS_NAMES, TASKS, Task
 from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
 from mlm_pipeline.storage import StorageResource
 
 # Training and plotting (torch, matplotlib) are imported inside the functions that use them:
@@ -169,6 +170,7 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
         reasons = Counter(data.dropouts.column("reason").to_pylist())
         context.add_output_metadata(
             {
+                **provenance(release=release, config=config, seed=config.seed),
                 "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss,
                 "checkpoint": MetadataValue.path(str(absolute)),

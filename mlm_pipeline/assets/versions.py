@@ -18,6 +18,7 @@ from mlm_pipeline.geo.versions import (
     check_ratios,
 )
 from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import provenance
 from mlm_pipeline.storage import StorageResource
 
 
@@ -79,13 +80,15 @@ def dataset_versions(
     context.log.info(f"MLM-irle-gr: {gr.table.num_rows} entities in {gr.cells.num_rows} cells")
 
     dropouts = pa.concat_tables([mlm.dropouts, irle.dropouts, gr.dropouts])
-    yield Output(mlm.table, output_name="mlm", metadata=_version_metadata(mlm.table))
-    yield Output(irle.table, output_name="mlm_irle", metadata=_version_metadata(irle.table))
+    common = provenance(release=context.partition_key, config=config, seed=config.gr_seed)
+    yield Output(mlm.table, output_name="mlm", metadata={**common, **_version_metadata(mlm.table)})
+    yield Output(irle.table, output_name="mlm_irle", metadata={**common, **_version_metadata(irle.table)})
     short = {q.country: f"{q.taken} of {q.wanted}" for q in gr.quotas if q.taken < q.wanted}
     yield Output(
         gr.table,
         output_name="mlm_irle_gr",
         metadata={
+            **common,
             **_version_metadata(gr.table),
             "sampled": sum(q.taken for q in gr.quotas),
             "wanted": sum(q.wanted for q in gr.quotas),
@@ -93,12 +96,15 @@ def dataset_versions(
             "quotas": MetadataValue.md(_quota_markdown(gr.quotas)),
         },
     )
-    yield Output(gr.cells, output_name="mlm_irle_gr_cells", metadata={"cells": gr.cells.num_rows})
+    yield Output(gr.cells, output_name="mlm_irle_gr_cells", metadata={**common, "cells": gr.cells.num_rows})
     reasons = Counter(zip(dropouts.column("stage").to_pylist(), dropouts.column("reason").to_pylist()))
     yield Output(
         schemas.sort_table(dropouts, "version_dropouts"),
         output_name="version_dropouts",
-        metadata={"by_stage_and_reason": MetadataValue.json({f"{s}/{r}": n for (s, r), n in sorted(reasons.items())})},
+        metadata={
+            **common,
+            "by_stage_and_reason": MetadataValue.json({f"{s}/{r}": n for (s, r), n in sorted(reasons.items())}),
+        },
     )
 
 
@@ -141,7 +147,13 @@ def splits(
     )
     counts = Counter(zip(table.column("version").to_pylist(), table.column("split").to_pylist()))
     context.log.info(f"splits: {dict(sorted(counts.items()))}")
-    return Output(table, metadata={f"{v}/{s}": n for (v, s), n in sorted(counts.items())})
+    return Output(
+        table,
+        metadata={
+            **provenance(release=context.partition_key, config=config, seed=config.seed),
+            **{f"{v}/{s}": n for (v, s), n in sorted(counts.items())},
+        },
+    )
 
 
 @asset(
@@ -177,6 +189,7 @@ def dataset_stats(
     return Output(
         stats,
         metadata={
+            **provenance(release=context.partition_key),
             "table_2": MetadataValue.md(table2_markdown(stats)),
             "figure_2": MetadataValue.md(data_uri_markdown(png, "Figure 2: MLM entities by continent (000)")),
             "figure_2_path": MetadataValue.path(str(path)),
