@@ -41,11 +41,13 @@ def default_run_config() -> dict:
 def register(key: str) -> None:
     from dagster import DagsterInstance
 
+    from mlm_pipeline.ops import ensure_pools
     from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
 
     with DagsterInstance.get() as instance:
         if not instance.has_dynamic_partition(RELEASE_PARTITIONS_NAME, key):
             instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [key])
+        ensure_pools(instance)  # before any run claims a slot, so two runs cannot both get in
 
 
 def materialize(key: str, select: str, config_files: list[str]) -> int:
