@@ -46,16 +46,10 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
 
 
 def source_description(source: WikimediaResource) -> str:
-    """The source as a person would name it; for the embedded world the spec that rebuilds it
-    (its servers' ports change every run and say nothing)."""
-    if source.source == "embedded":
-        parts = [f"size={source.world_size}", f"seed={source.world_seed}", f"version={source.world_version}"]
-        if source.world_files:
-            parts.append(f"files={source.world_files}")
-        if source.world_faults:
-            parts.append(f"faults={source.world_faults}")
-        return "embedded world " + " ".join(parts)
-    return f"{source.source} {source.sparql_endpoint}"
+    """The source's identity, plus the faults a test run injected into the embedded world."""
+    if source.source == "embedded" and source.world_faults:
+        return f"{source.identity()} faults={source.world_faults}"
+    return source.identity()
 
 
 def text_sha256(text: str) -> str:

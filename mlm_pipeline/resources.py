@@ -7,6 +7,7 @@ for the duration of a step and stops them afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from contextlib import contextmanager
@@ -97,6 +98,21 @@ class WikimediaResource(ConfigurableResource):
         if value not in WORLD_SIZES and not value.isdigit():
             raise ConfigError(f"world_size={value!r}: use one of {WORLD_SIZES} or a number")
         return value
+
+    def identity(self) -> str:
+        """The data this source serves, as a person would name it: for the embedded world the
+        spec that rebuilds it (its ports change every run and say nothing)."""
+        if self.source == "embedded":
+            parts = [f"size={self.world_size}", f"seed={self.world_seed}", f"version={self.world_version}"]
+            if self.world_files:
+                parts.append(f"files={self.world_files}")
+            return "embedded world " + " ".join(parts)
+        return f"{self.source} {self.sparql_endpoint} {self.wikipedia_api} {self.commons_api}"
+
+    def identity_key(self) -> str:
+        """A short folder-safe key of ``identity()``: downloads staged for one source are never
+        reused for another that happens to serve the same release date."""
+        return hashlib.sha256(self.identity().encode("utf-8")).hexdigest()[:12]
 
     def _checked_remote(self, live: bool) -> Endpoints:
         if live and not self.contact.strip():

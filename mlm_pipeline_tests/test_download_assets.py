@@ -67,8 +67,9 @@ def test_summaries_asset_accounts_for_every_sitelink(tiny_world: World, tmp_path
     # Progress is in the run's log: counts and rates, from start to end.
     lines = [e.user_message for e in dagster_instance.all_logs(result.run_id) if "summaries: " in e.user_message]
     assert len(lines) >= 2 and "(100.0%)" in lines[-1] and "/s, ETA" in lines[-1]
-    # Staged under the storage folder for this release, named by hashes only.
-    staged = list((tmp_path / "staging" / tiny_world.release / "summaries").iterdir())
+    # Staged under the storage folder for this release and source, named by hashes only.
+    (source,) = (tmp_path / "staging" / tiny_world.release).iterdir()
+    staged = list((source / "summaries").iterdir())
     assert staged and all(p.name.split("-", 1)[0].isdigit() for p in staged)
 
 

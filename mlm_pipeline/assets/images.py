@@ -61,7 +61,7 @@ def images(
     entities: pa.Table,
 ) -> Iterator[Output]:
     plan = config.plan(wikimedia)
-    folder = storage.folder("staging", context.partition_key, "images", plan.fingerprint())
+    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(), "images", plan.fingerprint())
     with wikimedia.open() as endpoints:
         politeness = config.politeness(endpoints, pools={MEDIA_POOL: config.media_concurrency})
         table, failures, stats = fetch_images(

@@ -91,7 +91,7 @@ def summaries(
     entities: pa.Table,
 ) -> Iterator[Output]:
     plan = config.plan()
-    folder = storage.folder("staging", context.partition_key, "summaries")
+    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(), "summaries")
     with wikimedia.open() as endpoints:
         table, dropouts, stats = fetch_summaries(
             entities, endpoints.wikipedia_api, config.politeness(endpoints), folder, plan, context.log.info)
