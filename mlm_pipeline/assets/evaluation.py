@@ -204,6 +204,20 @@ def _write_markdown(storage: StorageResource, release: str, name: str, text: str
     return path
 
 
+def _publish(
+    context: AssetExecutionContext, config: EvaluationConfig, storage: StorageResource, key: str, file: str, markdown: str
+) -> None:
+    """The paper-shaped table in the UI and as a Markdown file beside the release's data."""
+    path = _write_markdown(storage, context.partition_key, file, markdown)
+    context.add_output_metadata(
+        {
+            **provenance(release=context.partition_key, config=config),
+            key: MetadataValue.md(markdown),
+            "markdown": MetadataValue.path(str(path)),
+        }
+    )
+
+
 def _model_ins(systems: dict[str, Task]) -> dict[str, AssetIn]:
     return {
         model_name(task, version): AssetIn(key=model_name(task, version))
@@ -240,15 +254,7 @@ def retrieval_results(
             rows += retrieval_rows(version, system, model)
             context.log.info("%s: retrieval evaluated on %d test entities", name, len(model.test))
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.RETRIEVAL_RESULTS), "retrieval_results")
-    markdown = table3_markdown(table)
-    path = _write_markdown(storage, context.partition_key, "table3_retrieval", markdown)
-    context.add_output_metadata(
-        {
-            **provenance(release=context.partition_key, config=config),
-            "table_3": MetadataValue.md(markdown),
-            "markdown": MetadataValue.path(str(path)),
-        }
-    )
+    _publish(context, config, storage, "table_3", "table3_retrieval", table3_markdown(table))
     return table
 
 
@@ -284,13 +290,5 @@ def location_results(
             rows += location_rows(version, system, model, inputs[CELL_TABLES[version]])
             context.log.info("%s: location evaluated on %d test entities", name, len(model.test))
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LOCATION_RESULTS), "location_results")
-    markdown = table4_markdown(table)
-    path = _write_markdown(storage, context.partition_key, "table4_location", markdown)
-    context.add_output_metadata(
-        {
-            **provenance(release=context.partition_key, config=config),
-            "table_4": MetadataValue.md(markdown),
-            "markdown": MetadataValue.path(str(path)),
-        }
-    )
+    _publish(context, config, storage, "table_4", "table4_location", table4_markdown(table))
     return table

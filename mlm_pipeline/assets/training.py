@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
 
-from mlm_pipeline import pools, schemas
+from mlm_pipeline import schemas
 from mlm_pipeline.model import metrics
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.tasks import LOSS_NAMES, TASKS, Task
@@ -135,7 +135,6 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
         name=name,
         partitions_def=release_partitions,
         code_version="1",
-        pool=pools.COMPUTE,
         group_name=GROUP,
         ins={"version_table": AssetIn(key=version), "cells": AssetIn(key=CELL_TABLES[version])},
         description=f"{TASK_TITLES[task]} model trained on {version}: learning curve, best checkpoint.",
