@@ -10,7 +10,7 @@ paper. The Markdown tables go to the asset metadata and, beside the Parquet, to
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -204,6 +204,29 @@ def _write_markdown(storage: StorageResource, release: str, name: str, text: str
     return path
 
 
+def _evaluate_systems(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    storage: StorageResource,
+    tables: dict[str, pa.Table],
+    systems: dict[str, Task],
+    stage: str,
+    rows_for: Callable[[str, str, EvaluatedModel], list[dict[str, object]]],
+    cells: bool = False,
+) -> list[dict[str, object]]:
+    """Each benchmark version's test split through each system's best checkpoint."""
+    rows: list[dict[str, object]] = []
+    for version in BENCHMARK_VERSIONS:
+        n_cells = tables[CELL_TABLES[version]].num_rows if cells else None
+        data = _version_data(version, tables, n_cells, stage)
+        for system, task in systems.items():
+            name = model_name(task, version)
+            model = _evaluate(name, tables[name], data, storage, config)
+            rows += rows_for(version, system, model)
+            context.log.info("%s: %s on %d test entities", name, stage, len(model.test))
+    return rows
+
+
 def _publish(
     context: AssetExecutionContext, config: EvaluationConfig, storage: StorageResource, key: str, file: str, markdown: str
 ) -> None:
@@ -245,14 +268,7 @@ def retrieval_results(
 ) -> pa.Table:
     tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
               "class_features": class_features, **inputs}
-    rows = []
-    for version in BENCHMARK_VERSIONS:
-        data = _version_data(version, tables, None, "retrieval_results")
-        for system, task in RETRIEVAL_SYSTEMS.items():
-            name = model_name(task, version)
-            model = _evaluate(name, inputs[name], data, storage, config)
-            rows += retrieval_rows(version, system, model)
-            context.log.info("%s: retrieval evaluated on %d test entities", name, len(model.test))
+    rows = _evaluate_systems(context, config, storage, tables, RETRIEVAL_SYSTEMS, "retrieval_results", retrieval_rows)
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.RETRIEVAL_RESULTS), "retrieval_results")
     _publish(context, config, storage, "table_3", "table3_retrieval", table3_markdown(table))
     return table
@@ -281,14 +297,16 @@ def location_results(
 ) -> pa.Table:
     tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
               "class_features": class_features, **inputs}
-    rows = []
-    for version in BENCHMARK_VERSIONS:
-        data = _version_data(version, tables, inputs[CELL_TABLES[version]].num_rows, "location_results")
-        for system, task in LOCATION_SYSTEMS.items():
-            name = model_name(task, version)
-            model = _evaluate(name, inputs[name], data, storage, config)
-            rows += location_rows(version, system, model, inputs[CELL_TABLES[version]])
-            context.log.info("%s: location evaluated on %d test entities", name, len(model.test))
+    rows = _evaluate_systems(
+        context,
+        config,
+        storage,
+        tables,
+        LOCATION_SYSTEMS,
+        "location_results",
+        lambda version, system, model: location_rows(version, system, model, inputs[CELL_TABLES[version]]),
+        cells=True,
+    )
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LOCATION_RESULTS), "location_results")
     _publish(context, config, storage, "table_4", "table4_location", table4_markdown(table))
     return table
