@@ -13,6 +13,7 @@ the benchmark's own results block nothing, since nothing is built from them.
 import hashlib
 import io
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
@@ -30,6 +31,7 @@ from dagster import (
     AssetRecordsFilter,
     Config,
     MetadataValue,
+    PreviewWarning,
     asset_check,
 )
 
@@ -38,6 +40,7 @@ from mlm_pipeline.assets.summaries import SummariesConfig
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
 from mlm_pipeline.assets.versions import VersionsConfig
 from mlm_pipeline.model.tasks import TASKS
+from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
 
 MAX_NAMED = 20
@@ -393,6 +396,20 @@ def stats_consistent(stats: pa.Table, versions: Sequence[str] = ("mlm", "mlm_irl
 C = TypeVar("C", bound=Config)
 
 
+def release_check(**kwargs: object) -> Callable[[Callable[..., AssetCheckResult]], AssetChecksDefinition]:
+    """``asset_check`` partitioned like the assets it checks: a check runs for one release and
+    reads that release's tables, whatever other releases the instance holds."""
+    decorate = asset_check(partitions_def=release_partitions, **kwargs)  # type: ignore[arg-type]
+
+    def apply(fn: Callable[..., AssetCheckResult]) -> AssetChecksDefinition:
+        with warnings.catch_warnings():  # partitioned checks are Dagster's way, marked preview in 1.13
+            warnings.simplefilter("ignore", PreviewWarning)
+            return decorate(fn)
+
+    return apply
+
+
+
 def check_result(finding: Finding) -> AssetCheckResult:
     """A finding as Dagster shows it: the first offending rows by name, all of them counted."""
     return AssetCheckResult(
@@ -427,7 +444,7 @@ def table_check(
 ) -> AssetChecksDefinition:
     """A check that needs nothing but the asset's own table."""
 
-    @asset_check(asset=asset, name=name, blocking=blocking, description=description)
+    @release_check(asset=asset, name=name, blocking=blocking, description=description)
     def _check(table: pa.Table) -> AssetCheckResult:
         return check_result(rule(table))
 
@@ -449,14 +466,14 @@ def in_range(asset: str) -> AssetChecksDefinition:
     )
 
 
-@asset_check(asset="summaries", name="languages_within_configured", blocking=True, description="Summaries only in the configured languages.")
+@release_check(asset="summaries", name="languages_within_configured", blocking=True, description="Summaries only in the configured languages.")
 def summaries_languages(context: AssetCheckExecutionContext, summaries: pa.Table) -> AssetCheckResult:
     allowed = declared_config(context, "summaries", SummariesConfig).languages
     return check_result(languages_within(summaries, "lang", allowed, key=("qid", "lang")))
 
 
 def version_languages(version: str) -> AssetChecksDefinition:
-    @asset_check(
+    @release_check(
         asset=version,
         name="languages_within_configured",
         blocking=True,
@@ -469,7 +486,7 @@ def version_languages(version: str) -> AssetChecksDefinition:
     return _check
 
 
-@asset_check(
+@release_check(
     asset="geo_cells",
     name="cell_counts_within_thresholds",
     blocking=True,
@@ -480,7 +497,7 @@ def geo_cells_counts(context: AssetCheckExecutionContext, geo_cells: pa.Table) -
     return check_result(cell_counts_within(geo_cells, config.t_min, config.t_max, config.max_level))
 
 
-@asset_check(
+@release_check(
     asset="mlm_irle_gr_cells",
     name="cell_counts_within_thresholds",
     blocking=True,
@@ -491,7 +508,7 @@ def gr_cells_counts(context: AssetCheckExecutionContext, mlm_irle_gr_cells: pa.T
     return check_result(cell_counts_within(mlm_irle_gr_cells, config.gr_t_min, config.gr_t_max, config.gr_max_level))
 
 
-@asset_check(
+@release_check(
     asset="entity_cells",
     name="cells_match",
     blocking=True,
@@ -505,7 +522,7 @@ def entity_cells_match(entity_cells: pa.Table, geo_cells: pa.Table) -> AssetChec
 QIDS_ONLY = {"columns": ["qid"]}
 
 
-@asset_check(
+@release_check(
     asset="splits",
     name="exactly_one_split",
     blocking=True,
@@ -516,7 +533,7 @@ def splits_exactly_one(splits: pa.Table, mlm: pa.Table, mlm_irle: pa.Table, mlm_
     return check_result(exactly_one_split(splits, {"mlm": mlm, "mlm_irle": mlm_irle, "mlm_irle_gr": mlm_irle_gr}))
 
 
-@asset_check(
+@release_check(
     asset="text_features",
     name="finite_vectors",
     blocking=True,

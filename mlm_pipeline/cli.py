@@ -35,7 +35,7 @@ def default_run_config() -> dict:
     from mlm_pipeline.resources import wikimedia_from_env
     from mlm_pipeline.run_profiles import run_config_for
 
-    return run_config_for(wikimedia_from_env().source)
+    return run_config_for(wikimedia_from_env())
 
 
 def register(key: str) -> None:

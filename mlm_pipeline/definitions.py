@@ -25,6 +25,7 @@ from mlm_pipeline.assets import (
 from mlm_pipeline import checks, ops
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import wikimedia_from_env
+from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 
 STAGES = [
@@ -44,6 +45,9 @@ STAGES = [
 mlm_job = define_asset_job(
     ops.RELEASE_JOB,
     selection=AssetSelection.all(),
+    # Runs that nobody configured (a backfill, "Materialize" in the launchpad) get the source's
+    # profile, as the CLI and the sensor do; the launchpad shows it and lets one edit it.
+    config=run_config_for(wikimedia_from_env()),
     description="Builds one MLM release end to end: extraction, dataset versions, benchmark.",
 )
 

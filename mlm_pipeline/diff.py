@@ -32,11 +32,31 @@ class EntityView:
     summaries: Mapping[str, str] | None  # lang -> text; None when not known
 
 
-def previous_release(current: str, registered: Iterable[str], materialized: Collection[str]) -> str | None:
-    """The latest release before ``current`` whose entities were built; keys are ISO dates, so
-    string order is time order."""
-    earlier = sorted(key for key in registered if key < current and key in materialized)
-    return earlier[-1] if earlier else None
+@dataclass(frozen=True)
+class Previous:
+    """The release to compare with, or the one that must be built first."""
+
+    key: str | None  # None: no earlier release to compare with
+    wait_for: str | None = None  # an earlier release still being built: compare once it is
+    skipped: tuple[str, ...] = ()  # later registered releases that were never built
+
+
+def previous_release(
+    current: str, registered: Iterable[str], materialized: Collection[str], building: Collection[str] = ()
+) -> Previous:
+    """The release before ``current`` to compare with; keys are ISO dates, so string order is
+    time order. That is the latest earlier registered release, so two releases built at once (a
+    backfill) compare as they would one after the other: one still being built is waited for.
+    Registered releases that nobody builds are skipped (and named) rather than waited for."""
+    earlier = sorted((key for key in registered if key < current), reverse=True)
+    skipped = []
+    for key in earlier:
+        if key in materialized:
+            return Previous(key, skipped=tuple(skipped))
+        if key in building:
+            return Previous(None, wait_for=key)
+        skipped.append(key)
+    return Previous(None, skipped=tuple(skipped))
 
 
 def entity_views(entities: pa.Table, summaries: pa.Table | None) -> dict[str, EntityView]:

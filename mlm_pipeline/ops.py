@@ -109,7 +109,7 @@ def _run_request(refresh: Refresh, trigger: str, wikimedia: WikimediaResource) -
         run_key=refresh.key,
         partition_key=refresh.key,
         job_name=RELEASE_JOB,
-        run_config=run_config_for(wikimedia.source),
+        run_config=run_config_for(wikimedia),
         tags={TRIGGER_TAG: trigger, VERSION_TAG: refresh.dataset_version},
     )
 

@@ -45,11 +45,11 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def source_description(source: WikimediaResource) -> str:
+def source_description(source: WikimediaResource, release: str | None = None) -> str:
     """The source's identity, plus the faults a test run injected into the embedded world."""
     if source.source == "embedded" and source.world_faults:
-        return f"{source.identity()} faults={source.world_faults}"
-    return source.identity()
+        return f"{source.identity(release)} faults={source.world_faults}"
+    return source.identity(release)
 
 
 def text_sha256(text: str) -> str:
@@ -74,7 +74,7 @@ def provenance(
     """Metadata entries under ``provenance/``; pass what the stage knows, the rest is omitted."""
     entries: dict[str, MetadataValue] = {}
     if source is not None:
-        entries["provenance/source"] = MetadataValue.text(source_description(source))
+        entries["provenance/source"] = MetadataValue.text(source_description(source, release))
     if endpoints is not None:
         entries["provenance/endpoint"] = MetadataValue.url(endpoints.sparql_url)
     if dataset_version is not None:

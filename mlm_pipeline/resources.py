@@ -12,13 +12,16 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource
 from pydantic import field_validator
 
 from mlm_pipeline import __version__
+
+if TYPE_CHECKING:
+    from mlm_pipeline.world import WorldSpec
 
 LIVE_SPARQL = "https://query.wikidata.org/sparql"
 LIVE_WIKIPEDIA_API = "https://{lang}.wikipedia.org/w/api.php"
@@ -99,20 +102,41 @@ class WikimediaResource(ConfigurableResource):
             raise ConfigError(f"world_size={value!r}: use one of {WORLD_SIZES} or a number")
         return value
 
-    def identity(self) -> str:
-        """The data this source serves, as a person would name it: for the embedded world the
-        spec that rebuilds it (its ports change every run and say nothing)."""
+    def world_spec(self, release: str | None = None) -> WorldSpec:
+        """The embedded world that serves ``release``: a generated world rebuilds every version
+        it has published up to ``world_version`` exactly, so a backfill of past releases runs
+        on one code location. Without a release, or for one's own files, the configured one."""
+        from mlm_pipeline.world import WorldSpec
+
+        spec = WorldSpec.from_config(
+            size=self.world_size, seed=self.world_seed, version=self.world_version, files=self.world_files
+        )
+        published = spec.published()
+        if release is None or not published:
+            return spec
+        if release not in published:
+            raise ConfigError(
+                f"release {release!r}: the embedded world (size={self.world_size}, seed={self.world_seed}) "
+                f"has published {', '.join(published)} (versions 1-{self.world_version}); "
+                "raise world_version (MLM_WORLD_VERSION) to serve a later release"
+            )
+        return published[release]
+
+    def identity(self, release: str | None = None) -> str:
+        """The data this source serves (for ``release``), as a person would name it: for the
+        embedded world the spec that rebuilds it (its ports change every run and say nothing)."""
         if self.source == "embedded":
-            parts = [f"size={self.world_size}", f"seed={self.world_seed}", f"version={self.world_version}"]
-            if self.world_files:
-                parts.append(f"files={self.world_files}")
+            spec = self.world_spec(release)
+            parts = [f"size={spec.size}", f"seed={spec.seed}", f"version={spec.version}"]
+            if spec.files:
+                parts.append(f"files={spec.files}")
             return "embedded world " + " ".join(parts)
         return f"{self.source} {self.sparql_endpoint} {self.wikipedia_api} {self.commons_api}"
 
-    def identity_key(self) -> str:
+    def identity_key(self, release: str | None = None) -> str:
         """A short folder-safe key of ``identity()``: downloads staged for one source are never
         reused for another that happens to serve the same release date."""
-        return hashlib.sha256(self.identity().encode("utf-8")).hexdigest()[:12]
+        return hashlib.sha256(self.identity(release).encode("utf-8")).hexdigest()[:12]
 
     def _checked_remote(self, live: bool) -> Endpoints:
         if live and not self.contact.strip():
@@ -130,19 +154,15 @@ class WikimediaResource(ConfigurableResource):
         )
 
     @contextmanager
-    def open(self) -> Iterator[Endpoints]:
-        """The endpoints for this step; the embedded world's servers live as long as the block."""
+    def open(self, release: str | None = None) -> Iterator[Endpoints]:
+        """The endpoints for this step (serving ``release`` where the source can choose, see
+        ``world_spec``); the embedded world's servers live as long as the block."""
         if self.source != "embedded":
             yield self._checked_remote(live=self.source == "live")
             return
-        from mlm_pipeline.world import WorldSpec, running_world
+        from mlm_pipeline.world import running_world
 
-        spec = WorldSpec.from_config(
-            size=self.world_size,
-            seed=self.world_seed,
-            version=self.world_version,
-            files=self.world_files,
-        )
+        spec = self.world_spec(release)
         with running_world(spec, faults=self.world_faults) as served:
             yield Endpoints(
                 sparql_url=served.sparql_url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mlm_pipeline import schemas
-from mlm_pipeline.diff import diff_counts, diff_releases, entity_views, previous_release
+from mlm_pipeline.diff import Previous, diff_counts, diff_releases, entity_views, previous_release
 
 
 def entities(rows: list[dict[str, object]]) -> pa.Table:
@@ -39,11 +39,19 @@ OLD_TEXTS = summaries([("Q1", "en", "Old text."), ("Q4", "de", "Text.")])
 NEW_TEXTS = summaries([("Q1", "en", "New text."), ("Q4", "de", "Text."), ("Q8", "fr", "Texte.")])
 
 
-def test_previous_release_is_the_latest_earlier_one_with_entities() -> None:
+def test_previous_release_is_the_latest_earlier_registered_one() -> None:
     registered = ["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26"]
-    assert previous_release("2026-01-26", registered, {"2026-01-05", "2026-01-12"}) == "2026-01-12"
-    assert previous_release("2026-01-12", registered, {"2026-01-05", "2026-01-12", "2026-01-19"}) == "2026-01-05"
-    assert previous_release("2026-01-05", registered, set(registered)) is None
+    built = {"2026-01-05", "2026-01-12"}
+    assert previous_release("2026-01-19", registered, built) == Previous("2026-01-12")
+    assert previous_release("2026-01-12", registered, {*built, "2026-01-19"}) == Previous("2026-01-05")
+    assert previous_release("2026-01-05", registered, set(registered)) == Previous(None)
+    # Built at once (a backfill): the later release waits for the earlier one's entities...
+    assert previous_release("2026-01-26", registered, built, building={"2026-01-19"}) == Previous(
+        None, wait_for="2026-01-19"
+    )
+    # ...but a release that nobody builds is skipped, and named.
+    assert previous_release("2026-01-26", registered, built) == Previous("2026-01-12", skipped=("2026-01-19",))
+    assert previous_release("2026-01-12", registered, set()) == Previous(None, skipped=("2026-01-05",))
 
 
 def test_diff_names_added_removed_and_changed_fields() -> None:

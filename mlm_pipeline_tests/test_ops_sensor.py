@@ -1,5 +1,6 @@
 """A new version of the world appears: the sensor registers its release, requests one run of it,
-stays quiet afterwards, and the release's diff names what the world changed."""
+the run builds every asset and passes every check on an instance that holds the earlier
+releases too, the sensor stays quiet afterwards, and the release's diff names what changed."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from mlm_pipeline import ops
-from mlm_pipeline.assets import classes, entities, release_diff, summaries
-from mlm_pipeline.definitions import mlm_job
+from mlm_pipeline import checks, ops
+from mlm_pipeline.definitions import STAGES, mlm_job
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.resources import ConfigError, WikimediaResource
@@ -25,7 +25,7 @@ from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World, WorldSpec, build_world
 
-ASSETS = load_assets_from_modules([classes, entities, summaries, release_diff])
+ASSETS = load_assets_from_modules(STAGES)
 
 
 def source(version: int) -> WikimediaResource:
@@ -36,6 +36,7 @@ def definitions(version: int, data: str) -> Definitions:
     """The code location as an operator would have it after pointing it at world version ``version``."""
     return Definitions(
         assets=ASSETS,
+        asset_checks=checks.asset_checks,
         jobs=[mlm_job],
         sensors=ops.sensors,
         schedules=ops.schedules,
@@ -59,17 +60,27 @@ def tick(instance: DagsterInstance, defs: Definitions, cursor: str | None):
     return ops.new_release_sensor.evaluate_tick(context)
 
 
-def apply_and_run(instance: DagsterInstance, defs: Definitions, result) -> dict:
-    """What the daemon does with a tick: add the partitions, launch the run it asks for (its
-    run config, the embedded world's quick training profile, is for model assets that this
-    test's code location leaves out)."""
+def apply_and_run(instance: DagsterInstance, defs: Definitions, result, version: int) -> dict:
+    """What the daemon does with a tick: add the partitions and run the requested run, with the
+    run config it carries, to the end: every asset of the release, every check passing."""
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     (run_request,) = result.run_requests
-    assert run_request.run_config == run_config_for("embedded")
+    assert run_request.run_config == run_config_for(source(version))
     job = defs.resolve_job_def(run_request.job_name)
-    run = job.execute_in_process(instance=instance, partition_key=run_request.partition_key, tags=run_request.tags)
+    run = job.execute_in_process(
+        instance=instance,
+        partition_key=run_request.partition_key,
+        tags=run_request.tags,
+        run_config=run_request.run_config,
+    )
     assert run.success
+    evaluations = run.get_asset_check_evaluations()
+    assert len(evaluations) == len(list(defs.resolve_asset_graph().asset_check_keys))
+    assert [e.asset_check_key.to_user_string() for e in evaluations if not e.passed] == []
+    assert {e.partition for e in evaluations} == {run_request.partition_key}
+    built = {event.asset_key for event in run.get_asset_materialization_events()}
+    assert built == set(defs.resolve_asset_graph().get_all_asset_keys())
     return run.asset_materializations_for_node("release_diff")[0].metadata
 
 
@@ -86,7 +97,7 @@ def expected_diff(old: World, new: World) -> dict[str, set[str]]:
     }
 
 
-def test_sensor_registers_each_new_release_once_and_the_diff_names_the_changes(tmp_path, dagster_instance) -> None:
+def test_sensor_builds_three_releases_on_one_instance_and_the_diff_names_the_changes(tmp_path, dagster_instance) -> None:
     data = str(tmp_path / "data")
     first = build_world(WorldSpec(size="tiny", version=1))
     defs_v1 = definitions(1, data)
@@ -98,7 +109,7 @@ def test_sensor_registers_each_new_release_once_and_the_diff_names_the_changes(t
     assert (request.run_key, request.partition_key, request.job_name) == (first.release, first.release, "mlm_release")
     assert request.tags[ops.VERSION_TAG] == first.dataset_version
     assert result.cursor == first.dataset_version
-    metadata = apply_and_run(dagster_instance, defs_v1, result)
+    metadata = apply_and_run(dagster_instance, defs_v1, result, 1)
     assert metadata["previous_release"].value == "none (first release)"
     assert metadata["n_added"].value == len(first.truth.entities)
 
@@ -119,7 +130,7 @@ def test_sensor_registers_each_new_release_once_and_the_diff_names_the_changes(t
         assert new.release == (dt.date.fromisoformat(old.release) + dt.timedelta(days=7)).isoformat()
         assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[new.release]]
         assert [r.run_key for r in result.run_requests] == [new.release]
-        metadata = apply_and_run(dagster_instance, defs, result)
+        metadata = apply_and_run(dagster_instance, defs, result, version)
         releases.append(new.release)
         assert dagster_instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME) == releases
 

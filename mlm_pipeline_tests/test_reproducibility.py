@@ -46,6 +46,7 @@ def build_release(base: Path, release: str) -> Build:
     (base / "home").mkdir(parents=True)
     with instance_for_test(temp_dir=str(base / "home")) as instance:
         instance.add_dynamic_partitions("release", [release])
+        source = WikimediaResource(source="embedded", world_size="tiny", world_seed=1234, world_version=1)
         result = materialize(
             [*ASSETS, *checks.asset_checks],
             partition_key=release,
@@ -53,9 +54,9 @@ def build_release(base: Path, release: str) -> Build:
             resources={
                 "io_manager": ParquetIOManager(base_dir=str(data)),
                 "storage": StorageResource(base_dir=str(data)),
-                "wikimedia": WikimediaResource(source="embedded", world_size="tiny", world_seed=1234, world_version=1),
+                "wikimedia": source,
             },
-            run_config=run_config_for("embedded"),
+            run_config=run_config_for(source),
         )
         assert result.success
         evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]

@@ -29,6 +29,7 @@ import yaml
 from playwright.sync_api import sync_playwright
 
 from mlm_pipeline.definitions import defs
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ CHROMIUM_ARGS = [
 ]
 STARTUP_S = 300
 RUN_S = 720
-LAUNCH_CONFIG = yaml.safe_dump({"execution": {"config": {"in_process": {}}}, **run_config_for("embedded")})
+LAUNCH_CONFIG = yaml.safe_dump({"execution": {"config": {"in_process": {}}}, **run_config_for(WikimediaResource(world_size="tiny"))})
 """The embedded world's quick training profile; in-process saves a process start per step."""
 
 

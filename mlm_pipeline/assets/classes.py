@@ -78,7 +78,7 @@ def settlement_classes(
     check_qid("base_class", config.base_class)
     check_int("max_hops", config.max_hops, 0, 20)
     check_int("batch_size", config.batch_size, 1, 5_000)
-    with wikimedia.open() as endpoints, config.client(endpoints, context) as client:
+    with wikimedia.open(context.partition_key) as endpoints, config.client(endpoints, context) as client:
         version = config.served_release(client, endpoints, wikimedia, context.partition_key)
         table = fetch_closure(
             client, config.base_class, config.max_hops, config.batch_size, config.page_size, log=context.log

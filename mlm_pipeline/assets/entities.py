@@ -62,7 +62,7 @@ def entities(
     )
     classes = settlement_classes.column("qid").to_pylist()
     labels = dict(zip(classes, settlement_classes.column("label_en").to_pylist()))
-    with wikimedia.open() as endpoints, config.client(endpoints, context) as client:
+    with wikimedia.open(context.partition_key) as endpoints, config.client(endpoints, context) as client:
         version = config.served_release(client, endpoints, wikimedia, context.partition_key)
         extraction = extract_entities(client, classes, settings, labels, log=context.log)
     counts = extraction.dropout_counts()

@@ -61,8 +61,8 @@ def images(
     entities: pa.Table,
 ) -> Iterator[Output]:
     plan = config.plan(wikimedia)
-    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(), "images", plan.fingerprint())
-    with wikimedia.open() as endpoints:
+    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(context.partition_key), "images", plan.fingerprint())
+    with wikimedia.open(context.partition_key) as endpoints:
         politeness = config.politeness(endpoints, pools={MEDIA_POOL: config.media_concurrency})
         table, failures, stats = fetch_images(
             entities, endpoints.commons_api, endpoints.commons_filepath, politeness, folder, plan, context.log.info)

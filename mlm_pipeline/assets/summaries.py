@@ -91,8 +91,8 @@ def summaries(
     entities: pa.Table,
 ) -> Iterator[Output]:
     plan = config.plan()
-    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(), "summaries")
-    with wikimedia.open() as endpoints:
+    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(context.partition_key), "summaries")
+    with wikimedia.open(context.partition_key) as endpoints:
         table, dropouts, stats = fetch_summaries(
             entities, endpoints.wikipedia_api, config.politeness(endpoints), folder, plan, context.log.info)
     common = provenance(source=wikimedia, release=context.partition_key, config=config)

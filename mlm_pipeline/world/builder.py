@@ -76,6 +76,7 @@ Versions
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -289,6 +290,20 @@ class WorldSpec:
 
     def label(self) -> str:
         return f"size={self.size},seed={self.seed},version={self.version}"
+
+    def published(self) -> dict[str, "WorldSpec"]:
+        """Every release this world has published up to its version, by release key: a
+        generated world rebuilds any earlier version exactly, so each stays buildable."""
+        if self.files:
+            return {}  # one's own files have one release, known once they are read
+        return {
+            version_stamp(v).strftime("%Y-%m-%d"): dataclasses.replace(self, version=v) for v in range(1, self.version + 1)
+        }
+
+
+def version_stamp(version: int) -> dt.datetime:
+    """The data version a generated world publishes at ``version``: weekly, like Wikidata's dumps."""
+    return BASE_DATE + dt.timedelta(days=7 * (version - 1))
 
 
 @dataclass
@@ -924,7 +939,7 @@ def build_world(spec: WorldSpec) -> World:
     world.places.sort(key=lambda p: p.qid)
     present = {p.country_qid for p in world.places}
     world.countries = {q: c for q, c in sorted(world.countries.items()) if q in present}
-    stamp = BASE_DATE + dt.timedelta(days=7 * (spec.version - 1))
+    stamp = version_stamp(spec.version)
     world.dataset_version = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     world.release = stamp.strftime("%Y-%m-%d")
     world.truth = expected(world)
