@@ -2,7 +2,9 @@
 
 ``release`` prints the release key the configured source serves; ``register`` adds it to the
 Dagster instance (a fresh instance rejects unknown dynamic partition keys); ``main`` does both
-and materialises every asset for that release with ``dagster asset materialize``.
+and materialises every asset for that release with ``dagster asset materialize``. A bad source
+setting, run config value or release key is refused before anything is asked of the source,
+with one line per problem on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def _use_project_home() -> None:
         os.environ["DAGSTER_HOME"] = str(PROJECT_ROOT)
 
 
+class Refused(Exception):
+    """A request the CLI will not carry out; the message is for the person, without a traceback."""
+
+
 def served_release() -> str:
     from mlm_pipeline.resources import wikimedia_from_env
     from mlm_pipeline.sparql import fetch_dataset_version, release_key
@@ -31,11 +37,40 @@ def served_release() -> str:
         return release_key(fetch_dataset_version(endpoints))
 
 
-def default_run_config() -> dict:
+def served_releases() -> list[str]:
+    """The keys the source can build: every release a generated world has published (it rebuilds
+    each exactly), else the one the source serves now."""
     from mlm_pipeline.resources import wikimedia_from_env
+
+    source = wikimedia_from_env()
+    if source.source == "embedded" and (published := source.world_spec().published()):
+        return sorted(published)
+    return [served_release()]
+
+
+def run_config(config_files: list[str]) -> dict:
+    """The run config ``materialize`` passes: the files merged as Dagster merges them, else the
+    source's profile; refused (``Refused``) when any value breaks its ``Config``'s rules."""
+    from dagster_shared.yaml_utils import load_yaml_from_glob_list
+
+    from mlm_pipeline.definitions import defs
+    from mlm_pipeline.resources import wikimedia_from_env
+    from mlm_pipeline.run_checks import config_classes, run_config_problems
     from mlm_pipeline.run_profiles import run_config_for
 
-    return run_config_for(wikimedia_from_env())
+    config = load_yaml_from_glob_list(config_files) if config_files else run_config_for(wikimedia_from_env())
+    classes = config_classes(defs.resolve_implicit_global_asset_job_def())
+    if problems := run_config_problems(config, classes):
+        raise Refused("\n".join(problems))
+    return config
+
+
+def check_served(key: str) -> None:
+    if key not in (served := served_releases()):
+        raise Refused(
+            f"--release {key}: the source does not serve it (it serves {', '.join(served)}); "
+            "pass --force to register it anyway"
+        )
 
 
 def register(key: str) -> None:
@@ -50,8 +85,7 @@ def register(key: str) -> None:
         ensure_pools(instance)  # before any run claims a slot, so two runs cannot both get in
 
 
-def materialize(key: str, select: str, config_files: list[str]) -> int:
-    config = ["-c", *config_files] if config_files else ["--config-json", json.dumps(default_run_config())]
+def materialize(key: str, select: str, config: dict) -> int:
     command = [
         str(Path(sys.executable).with_name("dagster")),
         "asset",
@@ -62,7 +96,8 @@ def materialize(key: str, select: str, config_files: list[str]) -> int:
         key,
         "-m",
         "mlm_pipeline.definitions",
-        *config,
+        "--config-json",
+        json.dumps(config),
     ]
     print("+", " ".join(command), flush=True)
     return subprocess.call(command)
@@ -74,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("release", help="print the release key of the configured source")
     reg = commands.add_parser("register", help="add a release key to the Dagster instance")
     reg.add_argument("--release", help="key to add (default: the one the source serves)")
+    reg.add_argument("--force", action="store_true", help="register --release even if the source does not serve it")
     run = commands.add_parser("main", help="register the served release and materialise it")
     run.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
     run.add_argument(
@@ -86,15 +122,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     _use_project_home()
+    from pydantic import ValidationError
+
+    from mlm_pipeline.resources import ConfigError
+    from mlm_pipeline.run_checks import problem_lines
+    from mlm_pipeline.world.own_files import OwnFilesError
+
+    try:
+        return _run(args)
+    except ValidationError as error:  # a source setting (an MLM_* variable) the resource refuses
+        lines = list(problem_lines("resources.wikimedia.config", error))
+    except (Refused, ConfigError, OwnFilesError) as error:
+        lines = str(error).splitlines()
+    for line in lines:
+        print(f"mlm-pipeline: error: {line}", file=sys.stderr)
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "release":
         print(served_release())
         return 0
-    key = getattr(args, "release", None) or served_release()
+    config = run_config(args.config) if args.command == "main" else {}
+    key = getattr(args, "release", None)
+    if key is None:
+        key = served_release()
+    elif not args.force:
+        check_served(key)
     register(key)
     print(f"release {key} registered in {os.environ.get('DAGSTER_HOME', 'the default instance')}")
     if args.command == "register":
         return 0
-    return materialize(key, args.select, args.config)
+    return materialize(key, args.select, config)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from mlm_pipeline.assets import (
 from mlm_pipeline import checks, ops
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import wikimedia_from_env
+from mlm_pipeline.run_checks import checked_executor
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 
@@ -57,6 +58,7 @@ defs = Definitions(
     jobs=[mlm_job],
     sensors=ops.sensors,
     schedules=ops.schedules,
+    executor=checked_executor,  # refuses a bad run config before the first step
     resources={
         "io_manager": ParquetIOManager(),
         "wikimedia": wikimedia_from_env(),

@@ -13,7 +13,7 @@ from mlm_pipeline import schemas
 from mlm_pipeline.assets import filtering, images, summaries
 from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
 from mlm_pipeline.partitions import release_partitions
-from mlm_pipeline.resources import ConfigError, Endpoints, WikimediaResource, user_agent
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World
 
@@ -71,19 +71,6 @@ def test_summaries_asset_accounts_for_every_sitelink(tiny_world: World, tmp_path
     (source,) = (tmp_path / "staging" / tiny_world.release).iterdir()
     staged = list((source / "summaries").iterdir())
     assert staged and all(p.name.split("-", 1)[0].isdigit() for p in staged)
-
-
-def test_bad_config_is_refused_before_any_request() -> None:
-    with pytest.raises(ValueError, match="width=224 is not one of Commons' standard"):
-        images.ImagesConfig(width=224).plan(WikimediaResource())
-    with pytest.raises(ValueError, match="max_pixels"):
-        images.ImagesConfig(max_pixels=10**12).plan(WikimediaResource())
-    with pytest.raises(ValueError, match="batch_size=50"):
-        summaries.SummariesConfig(batch_size=50).plan()
-    with pytest.raises(ConfigError, match="concurrency=0"):
-        summaries.SummariesConfig(concurrency=0).politeness(
-            Endpoints("http://127.0.0.1:9/sparql", "http://127.0.0.1:9/{lang}", "http://127.0.0.1:9/w/api.php",
-                      "http://127.0.0.1:9/wiki/Special:FilePath/", user_agent("https://example.org"), live=False))
 
 
 def test_images_and_filter_assets_account_for_every_file(tiny_world: World, tmp_path: Path,

@@ -4,21 +4,24 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from mlm_pipeline import pools
+from mlm_pipeline.config_rules import Qid
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import Endpoints, WikimediaResource
 from mlm_pipeline.sparql.client import ClientStats, RetryPolicy, SparqlClient
 from mlm_pipeline.sparql.closure import fetch_closure
-from mlm_pipeline.sparql.queries import check_endpoint, check_int, check_qid, check_release, fetch_dataset_version
+from mlm_pipeline.sparql.queries import check_endpoint, check_release, fetch_dataset_version
 
 
 class SparqlQueryConfig(Config):
     """How queries are sent; shared by every stage that queries the SPARQL endpoint."""
 
-    page_size: int = Field(10_000, description="rows per answer at most (keep answers well inside 60 s)")
-    query_timeout_s: float = Field(55.0, description="deadline per attempt, below the live service's 60 s")
-    max_attempts: int = Field(6, description="attempts per query before the asset fails")
-    backoff_base_s: float = Field(2.0, description="first back-off step; doubles per attempt, with jitter")
+    page_size: int = Field(
+        10_000, ge=1, le=100_000, description="rows per answer at most (keep answers well inside 60 s)"
+    )
+    query_timeout_s: float = Field(55.0, gt=0, description="deadline per attempt, below the live service's 60 s")
+    max_attempts: int = Field(6, ge=1, le=50, description="attempts per query before the asset fails")
+    backoff_base_s: float = Field(2.0, ge=0, description="first back-off step; doubles per attempt, with jitter")
     allow_version_mismatch: bool = Field(
         False,
         description="build a release from an endpoint that serves another dataset version "
@@ -27,8 +30,6 @@ class SparqlQueryConfig(Config):
 
     def client(self, endpoints: Endpoints, context: AssetExecutionContext) -> SparqlClient:
         check_endpoint("sparql_url", endpoints.sparql_url)
-        check_int("page_size", self.page_size, 1, 100_000)
-        check_int("max_attempts", self.max_attempts, 1, 50)
         policy = RetryPolicy(
             max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s, timeout_s=self.query_timeout_s
         )
@@ -60,9 +61,9 @@ def query_metadata(stats: ClientStats) -> dict[str, MetadataValue]:
 
 
 class SettlementClassesConfig(SparqlQueryConfig):
-    base_class: str = Field("Q486972", description="the base entity type (human settlement)")
-    max_hops: int = Field(3, description="subclass hops below the base class")
-    batch_size: int = Field(200, description="classes per VALUES block")
+    base_class: Qid = Field("Q486972", description="the base entity type (human settlement)")
+    max_hops: int = Field(3, ge=0, le=20, description="subclass hops below the base class")
+    batch_size: int = Field(200, ge=1, le=5_000, description="classes per VALUES block")
 
 
 @asset(
@@ -75,9 +76,6 @@ class SettlementClassesConfig(SparqlQueryConfig):
 def settlement_classes(
     context: AssetExecutionContext, config: SettlementClassesConfig, wikimedia: WikimediaResource
 ) -> Output:
-    check_qid("base_class", config.base_class)
-    check_int("max_hops", config.max_hops, 0, 20)
-    check_int("batch_size", config.batch_size, 1, 5_000)
     with wikimedia.open(context.partition_key) as endpoints, config.client(endpoints, context) as client:
         version = config.served_release(client, endpoints, wikimedia, context.partition_key)
         table = fetch_closure(

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
 from mlm_pipeline import pools
+from mlm_pipeline.config_rules import LanguageCodes, PropertyIds
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
@@ -17,10 +18,10 @@ from mlm_pipeline.sparql.extraction import REASONS, ExtractionSettings, extract_
 
 
 class EntitiesConfig(SparqlQueryConfig):
-    languages: list[str] = Field(["en", "de", "fr"], description="an article in one of these is required")
-    image_properties: list[str] = Field(["P18"], description="properties whose Commons files count as images")
-    batch_size: int = Field(1_000, description="candidates per VALUES block")
-    class_batch: int = Field(50, description="classes per candidate listing")
+    languages: LanguageCodes = Field(["en", "de", "fr"], description="an article in one of these is required")
+    image_properties: PropertyIds = Field(["P18"], description="properties whose Commons files count as images")
+    batch_size: int = Field(1_000, ge=1, le=5_000, description="candidates per VALUES block")
+    class_batch: int = Field(50, ge=1, le=5_000, description="classes per candidate listing")
 
 
 def reasons_markdown(counts: Counter, candidates: int) -> str:

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+from pydantic import Field
 
 from mlm_pipeline import schemas
+from mlm_pipeline.config_rules import Device
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, CELL_TABLES, GROUP, model_name
 from mlm_pipeline.model import metrics
 from mlm_pipeline.model.tasks import Task
@@ -38,8 +40,8 @@ INPUTS = ("image", "text")
 
 
 class EvaluationConfig(Config):
-    device: str = "auto"  # "auto" = CUDA when available, else CPU
-    batch_size: int = 1024  # inference only: does not change any number
+    device: Device = "auto"  # "auto" = CUDA when available, else CPU
+    batch_size: int = Field(1024, ge=1)  # inference only: does not change any number
 
 
 @dataclass(frozen=True)

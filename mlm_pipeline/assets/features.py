@@ -14,7 +14,8 @@ from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataVa
 from pydantic import Field
 
 from mlm_pipeline import pools
-from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS, OFFLINE_INPUT_SIZE, BranchSpec
+from mlm_pipeline.config_rules import Device
+from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS, OFFLINE_INPUT_SIZE, BranchSpec, CheckpointFormat, ResNetArch
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 
@@ -28,18 +29,20 @@ class ImageFeaturesConfig(Config):
     """The two descriptors; an empty checkpoint path selects the seeded offline default."""
 
     places_checkpoint: str = Field("", description="Places365 ResNet checkpoint (torchvision format, e.g. resnet50_places365.pth.tar)")
-    places_format: str = Field("torchvision", description="torchvision (keys module.conv1.weight, ...) or lightning")
-    places_arch: str = Field("resnet50", description="resnet18/34/50/101/152")
+    places_format: CheckpointFormat = Field(
+        "torchvision", description="torchvision (keys module.conv1.weight, ...) or lightning"
+    )
+    places_arch: ResNetArch = Field("resnet50", description="resnet18/34/50/101/152")
     geo_checkpoint: str = Field("", description="GeoEstimation base(M) checkpoint (PyTorch Lightning .ckpt)")
-    geo_format: str = Field("lightning", description="lightning (keys model.*, classifier.*) or torchvision")
-    geo_arch: str = Field("resnet50", description="resnet18/34/50/101/152")
+    geo_format: CheckpointFormat = Field("lightning", description="lightning (keys model.*, classifier.*) or torchvision")
+    geo_arch: ResNetArch = Field("resnet50", description="resnet18/34/50/101/152")
     trust_checkpoints: bool = Field(False, description="allow full unpickling (Lightning hyperparameter objects)")
-    image_size: int = Field(224, description="crop size for checkpoint-loaded descriptors")
-    offline_image_size: int = Field(OFFLINE_INPUT_SIZE, description="crop size for the offline default")
+    image_size: int = Field(224, ge=1, description="crop size for checkpoint-loaded descriptors")
+    offline_image_size: int = Field(OFFLINE_INPUT_SIZE, ge=1, description="crop size for the offline default")
     seed: int = Field(0, description="offline default: the two descriptors are initialised with seed and seed+1")
     batch_size: int = Field(128, ge=1)
     decode_workers: int = Field(2, ge=0, description="threads decoding images ahead of the model (0: inline)")
-    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
+    device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
     def branches(self) -> list[BranchSpec]:
         def spec(slot: str, checkpoint: str, fmt: str, arch: str, seed: int) -> BranchSpec:
@@ -70,7 +73,7 @@ class TextFeaturesConfig(Config):
     )
     chunk_chars: int = Field(MAX_CHUNK_CHARS, ge=1, description="largest chunk, cut on word boundaries")
     batch_size: int = Field(64, ge=1)
-    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
+    device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
     def encoder(self) -> "TextEncoder":
         from mlm_pipeline.encoders.device import resolve_device

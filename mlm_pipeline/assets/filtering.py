@@ -6,14 +6,14 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, multi_asset
 from pydantic import Field
 
+from mlm_pipeline.config_rules import PixelLimit
 from mlm_pipeline.download.filtering import entities_without_images, filter_images
-from mlm_pipeline.download.validate import max_pixels_problem
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 
 
 class ImagesFilteredConfig(Config):
-    max_pixels: int = Field(25_000_000, description="largest decoded image (width x height) kept")
+    max_pixels: PixelLimit = Field(25_000_000, description="largest decoded image (width x height) kept")
 
 
 @multi_asset(
@@ -34,8 +34,6 @@ class ImagesFilteredConfig(Config):
 def images_filtered(
     context: AssetExecutionContext, config: ImagesFilteredConfig, images: pa.Table
 ) -> Iterator[Output]:
-    if (problem := max_pixels_problem(config.max_pixels)) is not None:
-        raise ValueError(f"images_filtered config: {problem}")
     kept, dropouts, counts = filter_images(images, config.max_pixels)
     orphans = entities_without_images(images, kept)
     common = provenance(release=context.partition_key, config=config)

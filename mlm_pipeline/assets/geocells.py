@@ -5,6 +5,7 @@ from collections import Counter
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, multi_asset
+from pydantic import model_validator
 
 from mlm_pipeline.geo.cells import CellParams, build_cells
 from mlm_pipeline.geo.versions import cell_inputs
@@ -22,6 +23,11 @@ class GeoCellsConfig(Config):
 
     def params(self) -> CellParams:
         return CellParams(self.start_level, self.max_level, self.t_max, self.t_min)
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> "GeoCellsConfig":
+        self.params()  # CellParams refuses levels or thresholds out of order, naming them
+        return self
 
 
 @multi_asset(

@@ -10,6 +10,7 @@ from pydantic import Field
 from mlm_pipeline.assets.summaries import PoliteDownloadConfig, reason_counts, request_metadata
 from mlm_pipeline.download.images import MAX_TITLES_PER_REQUEST, MEDIA_POOL, ImagePlan, fetch_images
 from mlm_pipeline import pools
+from mlm_pipeline.config_rules import PixelLimit, ThumbnailWidth
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
@@ -20,12 +21,14 @@ EMBEDDED_COMMONS = "http://commons.embedded-world.invalid"
 
 
 class ImagesConfig(PoliteDownloadConfig):
-    width: int = Field(250, description="thumbnail width; one of Commons' standard widths (others get 429)")
-    media_concurrency: int = Field(2, description="media downloads in flight over all media hosts together")
-    metadata_batch: int = Field(MAX_TITLES_PER_REQUEST, description="files per imageinfo request (at most 50)")
-    max_bytes: int = Field(8 << 20, description="largest image accepted; larger ones are refused and recorded")
-    max_pixels: int = Field(25_000_000, description="largest decoded image (width x height); bombs are refused")
-    parallel_batches: int = Field(2, description="metadata batches in flight (a kill loses at most these)")
+    width: ThumbnailWidth = Field(250, description="thumbnail width; one of Commons' standard widths (others get 429)")
+    media_concurrency: int = Field(2, ge=1, description="media downloads in flight over all media hosts together")
+    metadata_batch: int = Field(
+        MAX_TITLES_PER_REQUEST, ge=1, le=MAX_TITLES_PER_REQUEST, description="files per imageinfo request"
+    )
+    max_bytes: int = Field(8 << 20, ge=1, description="largest image accepted; larger ones are refused and recorded")
+    max_pixels: PixelLimit = Field(25_000_000, description="largest decoded image (width x height); bombs are refused")
+    parallel_batches: int = Field(2, ge=1, description="metadata batches in flight (a kill loses at most these)")
 
     def plan(self, wikimedia: WikimediaResource) -> ImagePlan:
         plan = ImagePlan(width=self.width, metadata_batch=self.metadata_batch, max_bytes=self.max_bytes,

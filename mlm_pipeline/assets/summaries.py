@@ -10,6 +10,7 @@ from pydantic import Field
 from mlm_pipeline.download.politeness import Politeness
 from mlm_pipeline.download.summaries import MAX_TITLES_PER_REQUEST, SummaryPlan, fetch_summaries
 from mlm_pipeline import pools
+from mlm_pipeline.config_rules import LanguageCodes
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import Endpoints, WikimediaResource
@@ -19,17 +20,17 @@ from mlm_pipeline.storage import StorageResource
 class PoliteDownloadConfig(Config):
     """How requests are sent; shared by the download stages. Defaults follow Wikimedia's rules."""
 
-    concurrency: int = Field(2, description="requests in flight per wiki (and per Commons pool) at most")
-    max_attempts: int = Field(5, description="attempts per request before the item is recorded as failed")
-    backoff_s: float = Field(1.0, description="first back-off; doubles per attempt, with jitter")
-    backoff_max_s: float = Field(60.0, description="longest back-off between attempts")
-    max_retry_after_s: float = Field(300.0, description="a longer Retry-After fails the request instead of waiting")
-    timeout_s: float = Field(60.0, description="deadline per request attempt")
+    concurrency: int = Field(2, ge=1, description="requests in flight per wiki (and per Commons pool) at most")
+    max_attempts: int = Field(5, ge=1, description="attempts per request before the item is recorded as failed")
+    backoff_s: float = Field(1.0, gt=0, description="first back-off; doubles per attempt, with jitter")
+    backoff_max_s: float = Field(60.0, gt=0, description="longest back-off between attempts")
+    max_retry_after_s: float = Field(300.0, gt=0, description="a longer Retry-After fails the request instead of waiting")
+    timeout_s: float = Field(60.0, gt=0, description="deadline per request attempt")
     timeout_hold_s: float = Field(
-        10.0, description="after a timeout the slot stays taken this long (the server may still be busy with it)"
+        10.0, ge=0, description="after a timeout the slot stays taken this long (the server may still be busy with it)"
     )
-    max_redirects: int = Field(5, description="redirects followed per request")
-    progress_every_s: float = Field(10.0, description="seconds between progress lines in the run's log")
+    max_redirects: int = Field(5, ge=0, description="redirects followed per request")
+    progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines in the run's log")
 
     def politeness(self, endpoints: Endpoints, pools: dict[str, int] | None = None) -> Politeness:
         return Politeness(
@@ -57,10 +58,12 @@ def request_metadata(stats: Counter[str], items: int) -> dict[str, MetadataValue
 
 
 class SummariesConfig(PoliteDownloadConfig):
-    languages: list[str] = Field(["en", "de", "fr"], description="Wikipedias to take intros from")
-    batch_size: int = Field(MAX_TITLES_PER_REQUEST, description="titles per TextExtracts request (at most 20)")
-    parallel_batches: int = Field(8, description="batches in flight (a kill loses at most these)")
-    max_bytes: int = Field(16 << 20, description="largest API answer accepted")
+    languages: LanguageCodes = Field(["en", "de", "fr"], description="Wikipedias to take intros from")
+    batch_size: int = Field(
+        MAX_TITLES_PER_REQUEST, ge=1, le=MAX_TITLES_PER_REQUEST, description="titles per TextExtracts request"
+    )
+    parallel_batches: int = Field(8, ge=1, description="batches in flight (a kill loses at most these)")
+    max_bytes: int = Field(16 << 20, ge=1, description="largest API answer accepted")
 
     def plan(self) -> SummaryPlan:
         plan = SummaryPlan(langs=tuple(self.languages), batch_size=self.batch_size, max_bytes=self.max_bytes,

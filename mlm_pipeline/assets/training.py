@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Optional
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
+from pydantic import Field, model_validator
 
 from mlm_pipeline import schemas
+from mlm_pipeline.config_rules import Device
 from mlm_pipeline.model import metrics
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.tasks import LOSS_NAMES, TASKS, Task
@@ -48,15 +50,20 @@ class TrainingConfig(Config):
     batch_size: int = PAPER.batch_size
     lr: float = PAPER.lr
     dropout: float = PAPER.dropout
-    emb_dim: int = PAPER.emb_dim
+    emb_dim: int = Field(PAPER.emb_dim, ge=1)
     seed: int = PAPER.seed
-    device: str = PAPER.device  # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
-    threads: int = 0  # torch CPU threads while training; 0 = torch's default (one per core)
-    test_subset_size: Optional[int] = None  # None = 500, fewer only when the test split is smaller
-    test_subsets: int = 10
+    device: Device = PAPER.device  # "auto" = CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
+    threads: int = Field(0, ge=0)  # torch CPU threads while training; 0 = torch's default (one per core)
+    test_subset_size: Optional[int] = Field(None, ge=1)  # None = 500, fewer only when the test split is smaller
+    test_subsets: int = Field(10, ge=1)
 
     def settings(self) -> TrainSettings:
         return TrainSettings(**{f.name: getattr(self, f.name) for f in fields(TrainSettings)})
+
+    @model_validator(mode="after")
+    def _valid_settings(self) -> "TrainingConfig":
+        self.settings()  # TrainSettings refuses bad hyperparameters, naming them
+        return self
 
 
 def model_name(task: Task, version: str) -> str:
@@ -113,11 +120,6 @@ def prepare(
     """Data and the resolved test subset size; every config error is raised here, before training."""
     from mlm_pipeline.model.data import load_version
 
-    config.settings()  # validates the hyperparameters
-    if config.threads < 0:
-        raise ValueError(f"{stage}: threads must be 0 (torch's default) or more, got {config.threads}")
-    if config.test_subsets < 1:
-        raise ValueError(f"{stage}: test_subsets must be at least 1, got {config.test_subsets}")
     data = load_version(
         version, version_table, splits, image_features, text_features, class_features, stage, n_cells=cells.num_rows
     )

@@ -4,10 +4,11 @@ from collections import Counter
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
+from pydantic import Field, model_validator
 
 from mlm_pipeline import schemas
 from mlm_pipeline.geo.cells import CellParams
-from mlm_pipeline.geo.countries import geocoder
+from mlm_pipeline.geo.countries import CITY_POPULATIONS, geocoder
 from mlm_pipeline.geo.stats import continent_counts, data_uri_markdown, figure2_png, table2, table2_markdown
 from mlm_pipeline.geo.versions import (
     Quota,
@@ -25,13 +26,26 @@ from mlm_pipeline.storage import StorageResource
 class VersionsConfig(Config):
     """MLM-irle-gr's sample (the paper's 24,000 and seed) and the reverse geocoder's resolution."""
 
-    gr_total: int = 24000  # entities wanted over the EU-28 before short countries and sparse cells
+    gr_total: int = Field(24000, ge=0)  # entities wanted over the EU-28 before short countries and sparse cells
     gr_seed: int = 1234
     gr_start_level: int = 2  # MLM-irle-gr's own geo-cells, same algorithm as geo_cells
     gr_max_level: int = 10
     gr_t_max: int = 500
     gr_t_min: int = 20
     geocoder_min_population: int = 1000  # GeoNames extract used for the country: 500, 1000, 5000 or 15000
+
+    def gr_params(self) -> CellParams:
+        return CellParams(self.gr_start_level, self.gr_max_level, self.gr_t_max, self.gr_t_min)
+
+    @model_validator(mode="after")
+    def _valid_settings(self) -> "VersionsConfig":
+        try:
+            self.gr_params()
+        except ValueError as error:
+            raise ValueError(f"MLM-irle-gr's cells (gr_start_level, gr_max_level, gr_t_max, gr_t_min): {error}") from None
+        if self.geocoder_min_population not in CITY_POPULATIONS:
+            raise ValueError(f"geocoder_min_population={self.geocoder_min_population}: use one of {CITY_POPULATIONS}")
+        return self
 
 
 def _quota_markdown(quotas: list[Quota]) -> str:
@@ -69,9 +83,7 @@ def dataset_versions(
     entity_cells: pa.Table,
     geo_cell_dropouts: pa.Table,
 ):
-    gr_params = CellParams(config.gr_start_level, config.gr_max_level, config.gr_t_max, config.gr_t_min)
-    if config.gr_total < 0:
-        raise ValueError(f"gr_total={config.gr_total} must not be negative")
+    gr_params = config.gr_params()
     mlm = build_mlm(entities, summaries, images, images_filtered, geocoder(config.geocoder_min_population))
     context.log.info(f"MLM: {mlm.table.num_rows} of {entities.num_rows} entities")
     irle = build_mlm_irle(mlm.table, images_filtered, entity_cells, geo_cell_dropouts)
@@ -126,6 +138,11 @@ class SplitsConfig(Config):
     val: float = 0.1
     test: float = 0.1
 
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> "SplitsConfig":
+        check_ratios(self.train, self.val, self.test)
+        return self
+
 
 @asset(
     ins={"mlm": AssetIn(), "mlm_irle": AssetIn(), "mlm_irle_gr": AssetIn()},
@@ -136,7 +153,6 @@ class SplitsConfig(Config):
 def splits(
     context: AssetExecutionContext, config: SplitsConfig, mlm: pa.Table, mlm_irle: pa.Table, mlm_irle_gr: pa.Table
 ):
-    check_ratios(config.train, config.val, config.test)
     versions = {"mlm": mlm, "mlm_irle": mlm_irle, "mlm_irle_gr": mlm_irle_gr}
     table = assign_splits(
         {name: t.column("qid").to_pylist() for name, t in versions.items()},

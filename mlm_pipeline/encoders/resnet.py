@@ -15,16 +15,17 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import torch
 from transformers import ResNetConfig, ResNetModel
 
-CheckpointFormat = Literal["torchvision", "lightning"]
-CHECKPOINT_FORMATS: tuple[str, ...] = ("torchvision", "lightning")
+from mlm_pipeline.encoders.settings import CheckpointFormat, ResNetArch
+
+CHECKPOINT_FORMATS: tuple[str, ...] = get_args(CheckpointFormat)
 
 # (block type, blocks per stage); channel widths follow from the block type.
-ARCHITECTURES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
+ARCHITECTURES: dict[ResNetArch, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),

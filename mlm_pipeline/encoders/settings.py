@@ -8,11 +8,15 @@ learn a default crop size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 # Crop size of the seeded offline image descriptor (encoders.image.OFFLINE_CONFIG).
 OFFLINE_INPUT_SIZE = 64
 
 MAX_CHUNK_CHARS = 500
+
+CheckpointFormat = Literal["torchvision", "lightning"]
+ResNetArch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]  # encoders.resnet.ARCHITECTURES
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,10 @@ def build_mlm_irle_gr(mlm_irle: pa.Table, total: int, seed: int, params: CellPar
 
 def check_ratios(train: float, val: float, test: float) -> None:
     if min(train, val, test) < 0 or abs(train + val + test - 1.0) > 1e-9:
-        raise ValueError(f"split ratios must be non-negative and sum to 1; got {train}, {val}, {test}")
+        raise ValueError(
+            f"split shares must be non-negative and sum to 1; got train={train}, val={val}, test={test} "
+            f"(sum {train + val + test:g})"
+        )
 
 
 def assign_splits(versions: dict[str, Sequence[str]], seed: int, train: float, val: float, test: float) -> pa.Table:
