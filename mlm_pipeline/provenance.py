@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from importlib import metadata as importlib_metadata
 from typing import Any, Mapping, Sequence
 
@@ -45,11 +46,26 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
+# user:password@ in a URL, and the values of query parameters that carry secrets (MediaWiki's
+# and OAuth's tokens, API keys); a matching name is enough, whatever its case.
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]+@")
+_SECRET_PARAMETER = re.compile(
+    r"(?i)([?&;](?:[\w.-]*(?:token|key|secret|password|passwd|pass|auth|sig|signature|credential)[\w.-]*)=)[^&;#\s]*"
+)
+
+
+def redacted(text: str) -> str:
+    """``text`` with the credentials in its URLs replaced by ``***``: provenance is shown to
+    everyone who can open the instance, and goes wherever the instance is copied."""
+    return _SECRET_PARAMETER.sub(r"\1***", _USERINFO.sub("***@", text))
+
+
 def source_description(source: WikimediaResource, release: str | None = None) -> str:
-    """The source's identity, plus the faults a test run injected into the embedded world."""
+    """The source's identity (credentials redacted), plus the faults a test run injected into
+    the embedded world."""
     if source.source == "embedded" and source.world_faults:
         return f"{source.identity(release)} faults={source.world_faults}"
-    return source.identity(release)
+    return redacted(source.identity(release))
 
 
 def text_sha256(text: str) -> str:
@@ -76,7 +92,7 @@ def provenance(
     if source is not None:
         entries["provenance/source"] = MetadataValue.text(source_description(source, release))
     if endpoints is not None:
-        entries["provenance/endpoint"] = MetadataValue.url(endpoints.sparql_url)
+        entries["provenance/endpoint"] = MetadataValue.url(redacted(endpoints.sparql_url))
     if dataset_version is not None:
         entries["provenance/dataset_version"] = MetadataValue.text(dataset_version)
     if release is not None:

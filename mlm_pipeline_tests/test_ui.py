@@ -26,6 +26,7 @@ from typing import Iterator
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from mlm_pipeline.definitions import defs
@@ -232,10 +233,18 @@ def test_ui_materialises_the_tiny_release_and_shows_table_2(tmp_path: Path) -> N
             stats = pq.read_table(home / "mlm_data" / "dataset_stats" / f"{release}.parquet")
             entities = next(row for row in stats.to_pylist() if row["measure"] == "entities")
             page.goto(f"{url}/assets/dataset_stats?partition={release}&view=partitions")
-            page.get_by_text("table_2", exact=True).wait_for()
-            text = page.inner_text("body")
             row = "\t".join(["entities", *(f"{entities[v]:,}" for v in ("mlm", "mlm_irle", "mlm_irle_gr"))])
-            assert row in text, f"Table 2's entities row {row!r} not shown"
+            # The label comes before the table has rendered: wait for the content itself.
+            try:
+                page.wait_for_function(
+                    """([row]) => document.body.innerText.includes(row)
+                        && /dagster\\/row_count\\s+\\d+/.test(document.body.innerText)""",
+                    arg=[row],
+                    timeout=120_000,
+                )
+            except PlaywrightTimeout:
+                pytest.fail(f"Table 2's entities row {row!r} and the row count not shown within 120 s")
+            text = page.inner_text("body")
             shown = re.search(r"dagster/row_count\s+(\d+)", text)
             assert shown and int(shown.group(1)) == stats.num_rows
             page.screenshot(path=tmp_path / "dataset_stats.png", full_page=True)

@@ -362,8 +362,8 @@ def test_disk_store_is_cached_and_rebuilt_when_broken(tmp_path: Path, monkeypatc
     (folder / "COMPLETE").unlink()  # an interrupted build
     assert rdf.open_store(world, on_disk=True).query(ask)
     assert (folder / "COMPLETE").exists()
-    (pickled,) = tmp_path.glob("world-*.pickle")
-    pickled.write_bytes(b"torn")
+    (cached,) = tmp_path.glob("world-*.json")
+    cached.write_bytes(b"torn")
     assert rdf.load_world(spec).places == world.places
     assert not list(tmp_path.glob(".tmp-*"))
 

