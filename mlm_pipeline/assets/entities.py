@@ -9,12 +9,12 @@ from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Out
 from pydantic import Field
 
 from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
-from mlm_pipeline import pools
+from mlm_pipeline import pools, schemas
 from mlm_pipeline.config_rules import LanguageCodes, PropertyIds
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
-from mlm_pipeline.sparql.extraction import REASONS, ExtractionSettings, extract_entities
+from mlm_pipeline.sparql.extraction import REASONS, STAGE, Extraction, ExtractionSettings, extract_entities
 
 
 class EntitiesConfig(SparqlQueryConfig):
@@ -22,6 +22,26 @@ class EntitiesConfig(SparqlQueryConfig):
     image_properties: PropertyIds = Field(["P18"], description="properties whose Commons files count as images")
     batch_size: int = Field(1_000, ge=1, le=5_000, description="candidates per VALUES block")
     class_batch: int = Field(50, ge=1, le=5_000, description="classes per candidate listing")
+
+
+def unlisted_dropouts(
+    wikimedia: WikimediaResource, release: str, extraction: Extraction, settlement_classes: pa.Table
+) -> pa.Table:
+    """Records of a person's own world that no settlement class reached (see
+    ``own_files.unlisted_records``); none for Wikidata, whose other items are no records of MLM."""
+    spec = wikimedia.world_spec(release) if wikimedia.source == "embedded" else None
+    if spec is None or not spec.files:
+        return schemas.empty(schemas.DROPOUTS)
+    from mlm_pipeline.world.own_files import unlisted_records
+    from mlm_pipeline.world.rdf import load_world
+
+    listed = set(extraction.entities["qid"].to_pylist()) | set(extraction.dropouts["qid"].to_pylist())
+    closure = dict(zip(settlement_classes["qid"].to_pylist(), settlement_classes["hops"].to_pylist()))
+    rows = [
+        {"qid": qid, "item": "", "stage": STAGE, "reason": reason, "detail": detail}
+        for qid, reason, detail in unlisted_records(load_world(spec), listed, closure)
+    ]
+    return pa.Table.from_pylist(rows, schema=schemas.DROPOUTS)
 
 
 def reasons_markdown(counts: Counter, candidates: int) -> str:
@@ -66,7 +86,10 @@ def entities(
     with wikimedia.open(context.partition_key) as endpoints, config.client(endpoints, context) as client:
         version = config.served_release(client, endpoints, wikimedia, context.partition_key)
         extraction = extract_entities(client, classes, settings, labels, log=context.log)
-    counts = extraction.dropout_counts()
+    unlisted = unlisted_dropouts(wikimedia, context.partition_key, extraction, settlement_classes)
+    dropouts = schemas.sort_table(pa.concat_tables([extraction.dropouts, unlisted]), "entity_dropouts")
+    candidates = extraction.candidates + unlisted.num_rows  # a person's every record counts as one
+    counts = Counter(dropouts["reason"].to_pylist())
     common = provenance(
         source=wikimedia, endpoints=endpoints, dataset_version=version, release=context.partition_key, config=config
     )
@@ -76,19 +99,19 @@ def entities(
         output_name="entities",
         metadata={
             **common,
-            "candidates": MetadataValue.int(extraction.candidates),
+            "candidates": MetadataValue.int(candidates),
             "entities": MetadataValue.int(kept),
-            "dropouts": MetadataValue.int(extraction.dropouts.num_rows),
-            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, extraction.candidates)),
+            "dropouts": MetadataValue.int(dropouts.num_rows),
+            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, candidates)),
             "queries_per_1000_entities": MetadataValue.float(round(1000 * client.stats.queries / max(kept, 1), 2)),
             **query_metadata(client.stats),
         },
     )
     yield Output(
-        extraction.dropouts,
+        dropouts,
         output_name="entity_dropouts",
         metadata={
             **common,
-            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, extraction.candidates)),
+            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, candidates)),
         },
     )

@@ -4,10 +4,10 @@ import time
 from collections import Counter
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, Failure, MetadataValue, Output, multi_asset
 from pydantic import model_validator
 
-from mlm_pipeline.geo.cells import CellParams, build_cells
+from mlm_pipeline.geo.cells import CellParams, build_cells, cell_shortage
 from mlm_pipeline.geo.versions import cell_inputs
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
@@ -63,6 +63,8 @@ def geo_cells(
         f"{result.dropped_cells} sparse cells dropped ({result.dropouts.num_rows} entities), "
         f"{result.oversized} cells above t_max at max_level"
     )
+    if (shortage := cell_shortage(result.cells, result.sparse_counts, params, "t_min", "t_max")) is not None:
+        raise Failure(description=f"geo_cells: {shortage} (run config ops.geo_cells.config)")
     if result.oversized:
         context.log.warning(
             f"{result.oversized} cells still hold more than t_max={params.t_max} entities at "

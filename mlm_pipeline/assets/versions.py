@@ -3,11 +3,11 @@
 from collections import Counter
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
+from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, Failure, MetadataValue, Output, asset, multi_asset
 from pydantic import Field, model_validator
 
 from mlm_pipeline import schemas
-from mlm_pipeline.geo.cells import CellParams
+from mlm_pipeline.geo.cells import CellParams, cell_shortage
 from mlm_pipeline.geo.countries import CITY_POPULATIONS, geocoder
 from mlm_pipeline.geo.stats import continent_counts, data_uri_markdown, figure2_png, table2, table2_markdown
 from mlm_pipeline.geo.versions import (
@@ -90,6 +90,12 @@ def dataset_versions(
     context.log.info(f"MLM-irle: {irle.table.num_rows} entities")
     gr = build_mlm_irle_gr(irle.table, config.gr_total, config.gr_seed, gr_params)
     context.log.info(f"MLM-irle-gr: {gr.table.num_rows} entities in {gr.cells.num_rows} cells")
+    if (shortage := cell_shortage(gr.cells, gr.sparse_counts, gr_params, "gr_t_min", "gr_t_max")) is not None:
+        in_eu = sum(q.available for q in gr.quotas)
+        raise Failure(
+            description=f"dataset_versions: MLM-irle-gr (the EU-28 sample, {in_eu} of {irle.table.num_rows} MLM-irle "
+            f"entities available): {shortage} (run config ops.dataset_versions.config)"
+        )
 
     dropouts = pa.concat_tables([mlm.dropouts, irle.dropouts, gr.dropouts])
     common = provenance(release=context.partition_key, config=config, seed=config.gr_seed)

@@ -98,6 +98,32 @@ class CellResult:
     dropouts: pa.Table  # schemas.DROPOUTS, one row per entity in a dropped (sparse) cell
     dropped_cells: int  # sparse cells removed
     oversized: int  # kept cells above t_max because they reached max_level
+    sparse_counts: tuple[int, ...] = ()  # entities in each sparse cell, most first
+
+
+MIN_CELLS = 2
+"""Location estimation chooses among cells: with fewer than two there is nothing to estimate."""
+
+
+def cell_shortage(
+    cells: pa.Table, sparse_counts: tuple[int, ...], params: CellParams, t_min_name: str, t_max_name: str
+) -> str | None:
+    """Why ``cells`` (kept; ``sparse_counts``: the dropped ones' sizes) are too few for the
+    benchmark, naming the thresholds as the person configures them and the value that would fix
+    it; None when there are enough."""
+    kept = cells.num_rows
+    if kept >= MIN_CELLS:
+        return None
+    counts = sorted([*cells.column("count").to_pylist(), *sparse_counts], reverse=True)
+    found = f"{kept} geo-cell(s) hold at least {t_min_name}={params.t_min} entities; location estimation needs {MIN_CELLS}"
+    if not counts:
+        return f"{found}, and there are no entities to place in cells"
+    spread = f"the {sum(counts)} entities fall in {len(counts)} cell(s) of {', '.join(map(str, counts[:5]))}"
+    if len(counts) >= MIN_CELLS:
+        fix = f"lower {t_min_name} to {counts[MIN_CELLS - 1]} or less, or add entities"
+    else:
+        fix = f"lower {t_max_name} (now {params.t_max}) below {counts[0]} so that the cell splits, and {t_min_name} with it, or add entities elsewhere"
+    return f"{found}: {spread}. To fix: {fix}"
 
 
 def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,4 +285,5 @@ def build_cells(
         dropouts=schemas.sort_table(dropouts, "geo_cell_dropouts"),
         dropped_cells=int((~keep).sum()),
         oversized=int((keep & (counts > params.t_max)).sum()),
+        sparse_counts=tuple(sorted((int(c) for c in counts[~keep]), reverse=True)),
     )

@@ -66,6 +66,7 @@ class GrResult:
     cells: pa.Table  # schemas.GEO_CELLS of the sample
     dropouts: pa.Table
     quotas: list[Quota]  # one per EU-28 country, largest population first
+    sparse_counts: tuple[int, ...] = ()  # entities in each of the sample's sparse cells, most first
 
 
 def require_columns(table: pa.Table, schema: pa.Schema, source: str) -> None:
@@ -283,7 +284,7 @@ def build_mlm_irle_gr(mlm_irle: pa.Table, total: int, seed: int, params: CellPar
         pa.array([cell_of[q] for q in kept.column("qid").to_pylist()], pa.int32()),
     )
     all_dropouts = pa.concat_tables([_dropouts(dropped), cells.dropouts])
-    return GrResult(schemas.sort_table(table, "mlm_irle_gr"), cells.cells, all_dropouts, quotas)
+    return GrResult(schemas.sort_table(table, "mlm_irle_gr"), cells.cells, all_dropouts, quotas, cells.sparse_counts)
 
 
 def check_ratios(train: float, val: float, test: float) -> None:

@@ -15,7 +15,8 @@
     fetches thumbnails must look at the file name or ``imageinfo``'s ``mime``, not only at the
     bytes. A person's own files (:mod:`mlm_pipeline.world.own_files`) are scaled with Pillow
     (JPEG stays JPEG, other rasters become PNG); their SVGs cannot be rendered here and are
-    served as SVG even as thumbnails.
+    served as SVG even as thumbnails, and a file Pillow cannot decode (a truncated JPEG) gets
+    400 "Error generating thumbnail", as an impossible width does.
 ``/w/images/...``
     The original: SVG XML, or the picture at its full size, of exactly the size ``imageinfo``
     reports.
@@ -316,7 +317,10 @@ class CommonsHandler(RuleServerHandler):
             return error_page(400, f"Error generating thumbnail: the requested width {width} is bigger than the source ({source.size[0]})")
 
         def answer() -> Reply:
-            data, fmt = source.thumbnail(width)
+            try:
+                data, fmt = source.thumbnail(width)
+            except (OSError, SyntaxError, ValueError) as error:  # a person's file Pillow cannot decode
+                return error_page(400, f"Error generating thumbnail: {source.name} cannot be decoded ({error})")
             return Reply(200, data, MIME.get(fmt, "application/octet-stream"), served="thumb", kind=fmt)
 
         return Route("media", key, answer, MEDIA_FAULTS)

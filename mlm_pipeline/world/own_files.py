@@ -23,13 +23,23 @@ Layout
 ``labels``
     ``{language: label}``. The entity's name is its English label, else the first one, else its ID.
 ``lat``, ``lon``
-    Degrees (WGS84; -90..90 and -180..180), both or neither. Without them the entity has no
-    coordinates (and the pipeline drops it, as it drops such Wikidata items).
+    Degrees (WGS84; -90..90 and -180..180), both or neither. Without them (and without
+    ``coordinates``) the entity has no coordinates, and the pipeline drops it, as it drops such
+    Wikidata items.
+``coordinates``
+    Instead of ``lat``/``lon``, for an entity with several coordinate statements (``P625``), as
+    Wikidata has them: ``[{"lat": 48.85, "lon": 2.35}, {"lat": 48.86, "lon": 2.34, "rank":
+    "preferred"}]``. ``rank`` is ``normal`` (the default), ``preferred`` or ``deprecated``;
+    ``globe`` is the globe's item ID (default ``Q2``, the Earth).
 ``classes``
     ``[{"id": "Q..", "label": "..."}]``: what the entity is an instance of (``wdt:P31``). The
     world knows Wikidata's settlement classes below Q486972 "human settlement" (city Q515, town
-    Q3957, village Q532, ...); any other class is made a direct subclass of Q486972 unless it
-    gives ``"parents": ["Q.."]`` (``wdt:P279``). ``label`` is the class's English label.
+    Q3957, village Q532, ...). Any other class must give its ``"parents": ["Q.."]``
+    (``wdt:P279``) once in the file, e.g. ``["Q486972"]``; a class the world does not know and
+    the file does not place is an error, never silently a settlement. ``label`` is the class's
+    English label. A record none of whose classes lies within the pipeline's subclass closure
+    is not extracted; the ``entities`` stage records it in ``entity_dropouts``
+    (``class_outside_closure``, ``class_beyond_hops`` or ``no_class``).
 ``sitelinks``
     ``{language: article title}`` for en, de, fr (others are kept in the graph and never fetched).
 ``summaries``
@@ -41,22 +51,27 @@ Layout
     optionally ``property`` (``P18``, ``P94``, ``P41``, ``P242``, ...), ``license`` (e.g.
     ``CC BY-SA 4.0``) and ``author``, which the Commons stand-in reports as ``extmetadata``.
     JPEG, PNG, GIF, WebP, TIFF and SVG files are served; formats and sizes come from the files'
-    content. The graph names each file as Commons would (``my_photo.jpg`` becomes ``My photo.jpg``).
+    content (headers only: nothing is decoded at load), and a picture of more than
+    ``MAX_PIXELS`` pixels is refused. A file Pillow cannot decode when a thumbnail is asked for
+    (a truncated JPEG, say) is answered with 400 "Error generating thumbnail", which the
+    pipeline records in ``image_failures`` without retrying. Only the files the entities name
+    are ever opened, and none outside ``images/`` (symbolic links included). The graph names
+    each file as Commons would (``my_photo.jpg`` becomes ``My photo.jpg``).
 
 The first line may instead be a header ``{"dataset_version": "2026-01-05T00:00:00Z"}``: the
 version the SPARQL endpoint reports (the release is its date). Without it: 2026-01-05.
 
 Errors name the file, the line and the field (all problems at once, up to ``MAX_ERRORS``)
-before anything is served.
+before anything is served; a line that is not UTF-8 is named too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,8 +89,12 @@ DEFAULT_VERSION = "2026-01-05T00:00:00Z"
 MAX_ERRORS = 20
 QID = re.compile(r"^Q[1-9][0-9]*$")
 PROPERTY = re.compile(r"^P[1-9][0-9]*$")
-KNOWN_FIELDS = {"id", "labels", "lat", "lon", "classes", "sitelinks", "summaries", "images"}
+KNOWN_FIELDS = {"id", "labels", "lat", "lon", "coordinates", "classes", "sitelinks", "summaries", "images"}
 PIL_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "TIFF": "tiff"}
+RANKS = ("normal", "preferred", "deprecated")
+MAX_PIXELS = 50_000_000
+"""Largest picture served (width x height): the Commons stand-in decodes a picture whole to
+scale it, so a small file that declares 144 or 900 megapixels would take gigabytes per request."""
 
 
 class OwnFilesError(ValueError):
@@ -103,19 +122,6 @@ def locate(files: str) -> tuple[Path, Path]:
     if not jsonl.is_file():
         raise OwnFilesError(f"world files {files!r}: no {ENTITIES_FILE} there (give a folder holding it, or the .jsonl file)")
     return jsonl, jsonl.parent / IMAGES_DIR
-
-
-def fingerprint(files: str) -> str:
-    """A digest of the entities file and every picture it names: a cache key that changes with them."""
-    jsonl, images = locate(files)
-    digest = hashlib.sha256(jsonl.read_bytes())
-    if images.is_dir():
-        for item in sorted(p for p in images.rglob("*") if p.is_file()):
-            digest.update(str(item.relative_to(images)).encode("utf-8"))
-            with open(item, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 class _Problems:
@@ -153,23 +159,58 @@ def _text_map(value: Any, line: int, name: str, problems: _Problems) -> dict[str
     return out
 
 
-def _coordinate(record: dict, line: int, problems: _Problems) -> list[tuple[float, float, str]]:
-    lat, lon = record.get("lat"), record.get("lon")
-    if lat is None and lon is None:
-        return []
+def _coordinate(values: dict, line: int, where: str, problems: _Problems) -> tuple[float, float] | None:
+    lat, lon = values.get("lat"), values.get("lon")
     ok = True
     for name, value, limit in (("lat", lat, 90), ("lon", lon, 180)):
         if value is None:
-            problems.add(line, name, "is missing (give both lat and lon, or neither)")
+            problems.add(line, where + name, "is missing (give both lat and lon, or neither)")
             ok = False
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > limit:
-            problems.add(line, name, f"must be a number between -{limit} and {limit}, got {json.dumps(value)}")
+            problems.add(line, where + name, f"must be a number between -{limit} and {limit}, got {json.dumps(value)}")
             ok = False
-    return [(float(lat), float(lon), EARTH)] if ok else []
+    return (float(lat), float(lon)) if ok else None  # type: ignore[arg-type]
+
+
+def _coordinates(record: dict, line: int, problems: _Problems) -> tuple[list[tuple[float, float, str]], list[str]]:
+    """The P625 statements (lat, lon, globe) and their ranks, from ``lat``/``lon`` or ``coordinates``."""
+    statements = record.get("coordinates")
+    if statements is None:
+        if record.get("lat") is None and record.get("lon") is None:
+            return [], []
+        point = _coordinate(record, line, "", problems)
+        return ([(*point, EARTH)], ["normal"]) if point else ([], [])
+    if "lat" in record or "lon" in record:
+        problems.add(line, "coordinates", "give either lat and lon or coordinates, not both")
+        return [], []
+    if not isinstance(statements, list) or not all(isinstance(item, dict) for item in statements):
+        problems.add(line, "coordinates", 'must be a list of {"lat": .., "lon": .., "rank": .., "globe": ..}')
+        return [], []
+    coords, ranks = [], []
+    for i, item in enumerate(statements):
+        where = f"coordinates[{i}]."
+        unknown = set(item) - {"lat", "lon", "rank", "globe"}
+        if unknown:
+            problems.add(line, where.rstrip("."), f"unknown key(s) {sorted(unknown)}; known: lat, lon, rank, globe")
+        rank, globe = item.get("rank", "normal"), item.get("globe", EARTH)
+        if rank not in RANKS:
+            problems.add(line, where + "rank", f"must be one of {', '.join(RANKS)}, got {json.dumps(rank)}")
+        if not isinstance(globe, str) or not QID.match(globe):
+            problems.add(line, where + "globe", f"must be an item ID like Q2 (the Earth), got {json.dumps(globe)}")
+        point = _coordinate(item, line, where, problems)
+        if point and rank in RANKS and isinstance(globe, str) and QID.match(globe):
+            coords.append((*point, globe))
+            ranks.append(rank)
+    return coords, ranks
+
+
+class _TooManyPixels(Exception):
+    """A picture whose header declares more than ``MAX_PIXELS``."""
 
 
 def _sniff(path: Path) -> tuple[str, int, int] | None:
-    """Format and size from the file's content (not its name); None when it is no picture."""
+    """Format and size from the file's header (not its name, nothing decoded); None when it is
+    no picture; raises ``_TooManyPixels`` above ``MAX_PIXELS``."""
     with open(path, "rb") as handle:
         head = handle.read(4096)
     text = head.lstrip(b"\xef\xbb\xbf").lstrip()
@@ -178,11 +219,17 @@ def _sniff(path: Path) -> tuple[str, int, int] | None:
         height = re.search(rb'<svg[^>]*\sheight="([0-9.]+)', head)
         return "svg", int(float(width.group(1))) if width else 512, int(float(height.group(1))) if height else 512
     try:
-        with Image.open(path) as img:
-            fmt = PIL_FORMATS.get(img.format or "")
-            return (fmt, img.width, img.height) if fmt else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+            with Image.open(path) as img:
+                fmt, width, height = PIL_FORMATS.get(img.format or ""), img.width, img.height
+    except Image.DecompressionBombError:
+        raise _TooManyPixels(f"declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels") from None
     except (UnidentifiedImageError, OSError):
         return None
+    if width * height > MAX_PIXELS:
+        raise _TooManyPixels(f"declares {width} x {height} = {width * height:,} pixels")
+    return (fmt, width, height) if fmt else None
 
 
 def _image_entries(record: dict, line: int, problems: _Problems) -> list[dict[str, str]]:
@@ -214,7 +261,11 @@ def _image_entries(record: dict, line: int, problems: _Problems) -> list[dict[st
     return out
 
 
-def _classes(record: dict, line: int, problems: _Problems, classes: dict[str, ClassInfo]) -> list[str]:
+def _classes(
+    record: dict, line: int, problems: _Problems, classes: dict[str, ClassInfo], unplaced: dict[str, tuple[int, str]]
+) -> list[str]:
+    """The record's class IDs; a class new to the world joins it with its ``parents``, and one
+    without goes to ``unplaced`` (qid -> line and field of its first use) until a line places it."""
     value = record.get("classes")
     if value is None:
         return []
@@ -236,11 +287,13 @@ def _classes(record: dict, line: int, problems: _Problems, classes: dict[str, Cl
         parents = item.get("parents")
         if parents is not None and (not isinstance(parents, list) or not all(isinstance(p, str) and QID.match(p) for p in parents)):
             problems.add(line, f"{where}.parents", "must be a list of item IDs")
-            parents = None
+            continue
         qid = item["id"]
         known = classes.get(qid)
-        if known is None:
-            classes[qid] = ClassInfo(qid, label, list(parents) if parents else [BASE_CLASS], {"en": label} if label else {})
+        if known is None and parents is not None:  # [] declares a class with no parent
+            classes[qid] = ClassInfo(qid, label, list(parents), {"en": label} if label else {})
+        elif known is None:
+            unplaced.setdefault(qid, (line, f"{where}.id"))
         elif parents and sorted(parents) != sorted(known.parents):
             problems.add(line, f"{where}.parents", f"{qid} already has parents {known.parents}")
         if qid not in out:
@@ -276,14 +329,15 @@ def load_own_world(files: str) -> World:
     seen_ids: dict[str, int] = {}
     titles: dict[tuple[str, str], int] = {}
     sniffed: dict[str, tuple[str, int, int] | None] = {}
+    unplaced: dict[str, tuple[int, str]] = {}
     images_root = images_dir.resolve()
-    with open(jsonl, encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = list(enumerate(handle, start=1))
-        except UnicodeDecodeError as error:
-            raise OwnFilesError(f"{jsonl}: not UTF-8 text ({error})") from None
     first_record = True
-    for line, raw in lines:
+    for line, data in enumerate(jsonl.read_bytes().split(b"\n"), start=1):
+        try:
+            raw = data.decode("utf-8").removeprefix("\ufeff" if line == 1 else "")
+        except UnicodeDecodeError as error:
+            problems.add(line, "(line)", f"not UTF-8 text: byte 0x{data[error.start]:02x} at column {error.start + 1}")
+            continue
         if not raw.strip():
             continue
         try:
@@ -311,8 +365,8 @@ def load_own_world(files: str) -> World:
         if unknown:
             problems.add(line, ",".join(sorted(unknown)), f"unknown field(s); known: {', '.join(sorted(KNOWN_FIELDS))}")
         labels = _text_map(record.get("labels"), line, "labels", problems)
-        coords = _coordinate(record, line, problems)
-        place_classes = _classes(record, line, problems, classes)
+        coords, ranks = _coordinates(record, line, problems)
+        place_classes = _classes(record, line, problems, classes, unplaced)
         sitelinks = _text_map(record.get("sitelinks"), line, "sitelinks", problems)
         summaries = _text_map(record.get("summaries"), line, "summaries", problems)
         name = labels.get("en") or next(iter(labels.values()), qid)
@@ -342,7 +396,12 @@ def load_own_world(files: str) -> World:
                 problems.add(line, f"images[{i}]", f"{file_name!r} lies outside {images_dir}")
                 continue
             if file_name not in sniffed:
-                sniffed[file_name] = _sniff(target) if target.is_file() else None
+                try:
+                    sniffed[file_name] = _sniff(target) if target.is_file() else None
+                except _TooManyPixels as error:
+                    sniffed[file_name] = None
+                    problems.add(line, f"images[{i}]", f"{file_name!r} {error}; at most {MAX_PIXELS:,} are served (scale it down)")
+                    continue
                 if not target.is_file():
                     problems.add(line, f"images[{i}]", f"{file_name!r} is not in {images_dir}")
                     continue
@@ -393,12 +452,18 @@ def load_own_world(files: str) -> World:
                 geonames_id=0,
                 continent="",
                 admin1="",
-                coord_ranks=["normal"] * len(coords),
+                coord_ranks=ranks,
                 pages=pages,
                 missing_articles=missing,
                 summaries=summaries,
             )
         )
+    for qid, (line, where) in unplaced.items():
+        if qid not in classes:
+            problems.add(
+                line, where, f"{qid} is no class the world knows (Wikidata's settlement classes below {BASE_CLASS}); "
+                f'place it with "parents" on one of its lines, e.g. {{"id": "{qid}", "parents": ["{BASE_CLASS}"]}}'
+            )
     for info in classes.values():
         for parent in info.parents:
             if parent not in classes:
@@ -419,3 +484,26 @@ def load_own_world(files: str) -> World:
     )
     world.truth = builder.expected(world)
     return world
+
+
+def unlisted_records(world: World, listed: set[str], closure: dict[str, int]) -> list[tuple[str, str, str]]:
+    """(qid, reason, detail) for every record of a person's world the extraction never listed.
+
+    On Wikidata an item outside the settlement classes is simply not a record of the dataset;
+    in one's own files every line was meant as one, so each that ``closure`` (class -> hops, as
+    ``settlement_classes`` holds it) leaves out is accounted for instead of vanishing.
+    """
+    base = min(closure, key=lambda qid: closure[qid])
+    below, _ = builder.class_hops(world.classes, base)
+    out = []
+    for place in world.places:
+        if place.qid in listed:
+            continue
+        if not place.classes:
+            out.append((place.qid, "no_class", "the record gives no classes"))
+        elif deeper := sorted(c for c in place.classes if c in below):
+            hops = ", ".join(f"{c} is {below[c]} hops below {base}" for c in deeper)
+            out.append((place.qid, "class_beyond_hops", f"{hops}; the closure reaches {max(closure.values())} (max_hops)"))
+        else:
+            out.append((place.qid, "class_outside_closure", f"no class of {', '.join(place.classes)} is a subclass of {base}"))
+    return out
