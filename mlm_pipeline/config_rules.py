@@ -11,6 +11,7 @@ model validator, so the pipeline and the plain functions refuse the same values.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, ValidationInfo
@@ -44,6 +45,13 @@ def _device(value: str) -> str:
     return value
 
 
+def _existing(value: str) -> str:
+    """A file or folder given by the person: a typo should fail now, not after the downloads."""
+    if value and not Path(value).expanduser().exists():
+        raise ValueError(f"{value!r} does not exist (leave it empty for the default)")
+    return value
+
+
 def _width(value: int) -> int:
     if value not in STANDARD_WIDTHS:
         raise ValueError(f"{value} is not one of Commons' standard thumbnail widths {STANDARD_WIDTHS}")
@@ -60,5 +68,6 @@ Qid = Annotated[str, AfterValidator(_qid)]
 LanguageCodes = Annotated[list[str], AfterValidator(_languages)]
 PropertyIds = Annotated[list[str], AfterValidator(_properties)]
 Device = Annotated[str, AfterValidator(_device)]
+ExistingPath = Annotated[str, AfterValidator(_existing)]
 ThumbnailWidth = Annotated[int, AfterValidator(_width)]
 PixelLimit = Annotated[int, AfterValidator(_max_pixels)]

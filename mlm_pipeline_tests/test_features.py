@@ -17,13 +17,13 @@ import pytest
 import torch
 from dagster import AssetSpec, materialize
 from PIL import Image
+from pydantic import ValidationError
 
 from mlm_pipeline import schemas
 from mlm_pipeline.assets import features
 from mlm_pipeline.encoders.device import DeviceError
 from mlm_pipeline.encoders.resnet import CheckpointError
 from mlm_pipeline.encoders.tables import BinaryColumn
-from mlm_pipeline.encoders.text import TextModelError
 from mlm_pipeline.encoders.vectors import vector_matrix
 from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
 from mlm_pipeline.partitions import release_partitions
@@ -197,7 +197,7 @@ def test_bad_checkpoint_fails_before_any_image_is_decoded(tmp_path, dagster_inst
             {"image_features": {"config": {"places_checkpoint": str(wrong)}}})
     assert str(wrong) in str(error.value) and "module.layer9.weight" in str(error.value)
     assert not stored(tmp_path, "image_features").exists()
-    with pytest.raises(CheckpointError, match=r"geo\.ckpt does not exist"):
+    with pytest.raises(ValidationError, match=r"geo\.ckpt' does not exist"):  # refused with the run config
         run(tmp_path, dagster_instance, ["image_features", "image_feature_dropouts"],
             {"image_features": {"config": {"geo_checkpoint": str(tmp_path / "geo.ckpt")}}})
 
@@ -205,7 +205,7 @@ def test_bad_checkpoint_fails_before_any_image_is_decoded(tmp_path, dagster_inst
 def test_missing_text_model_and_absent_device_are_named(tmp_path, dagster_instance):
     store_inputs(tmp_path)
     missing = tmp_path / "models" / "bert-base-multilingual-cased"
-    with pytest.raises(TextModelError, match=f"text model path {missing} does not exist"):
+    with pytest.raises(ValidationError, match=f"'{missing}' does not exist"):  # refused with the run config
         run(tmp_path, dagster_instance, ["text_features"], {"text_features": {"config": {"model_path": str(missing)}}})
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="device='cuda'"):

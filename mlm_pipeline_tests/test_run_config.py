@@ -76,7 +76,9 @@ BAD: list[tuple[str, dict, str]] = [
     ("image_features", {"places_arch": "resnet51"}, "ops.image_features.config.places_arch"),
     ("image_features", {"geo_format": "onnx"}, "ops.image_features.config.geo_format"),
     ("image_features", {"batch_size": 0}, "ops.image_features.config.batch_size"),
+    ("image_features", {"places_checkpoint": "/no/such/resnet50_places365.pth.tar"}, "config.places_checkpoint"),
     ("text_features", {"chunk_chars": 0}, "ops.text_features.config.chunk_chars"),
+    ("text_features", {"model_path": "/no/such/bert"}, "ops.text_features.config.model_path"),
     ("retrieval_results", {"batch_size": 0}, "ops.retrieval_results.config.batch_size"),
 ]
 

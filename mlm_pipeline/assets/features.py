@@ -14,7 +14,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataVa
 from pydantic import Field
 
 from mlm_pipeline import pools
-from mlm_pipeline.config_rules import Device
+from mlm_pipeline.config_rules import Device, ExistingPath
 from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS, OFFLINE_INPUT_SIZE, BranchSpec, CheckpointFormat, ResNetArch
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 class ImageFeaturesConfig(Config):
     """The two descriptors; an empty checkpoint path selects the seeded offline default."""
 
-    places_checkpoint: str = Field("", description="Places365 ResNet checkpoint (torchvision format, e.g. resnet50_places365.pth.tar)")
+    places_checkpoint: ExistingPath = Field("", description="Places365 ResNet checkpoint (torchvision format, e.g. resnet50_places365.pth.tar)")
     places_format: CheckpointFormat = Field(
         "torchvision", description="torchvision (keys module.conv1.weight, ...) or lightning"
     )
     places_arch: ResNetArch = Field("resnet50", description="resnet18/34/50/101/152")
-    geo_checkpoint: str = Field("", description="GeoEstimation base(M) checkpoint (PyTorch Lightning .ckpt)")
+    geo_checkpoint: ExistingPath = Field("", description="GeoEstimation base(M) checkpoint (PyTorch Lightning .ckpt)")
     geo_format: CheckpointFormat = Field("lightning", description="lightning (keys model.*, classifier.*) or torchvision")
     geo_arch: ResNetArch = Field("resnet50", description="resnet18/34/50/101/152")
     trust_checkpoints: bool = Field(False, description="allow full unpickling (Lightning hyperparameter objects)")
@@ -64,7 +64,7 @@ DEFAULT_MODEL_LAYERS = 2
 class TextFeaturesConfig(Config):
     """The text encoder; an empty model path selects the packaged all-MiniLM-L6-v2."""
 
-    model_path: str = Field("", description="a local transformers model folder (the paper: multilingual BERT)")
+    model_path: ExistingPath = Field("", description="a local transformers model folder (the paper: multilingual BERT)")
     layers: Optional[int] = Field(
         None,
         ge=0,
