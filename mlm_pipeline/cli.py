@@ -10,6 +10,7 @@ with one line per problem on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -51,6 +52,8 @@ def served_releases() -> list[str]:
 def run_config(config_files: list[str]) -> dict:
     """The run config ``materialize`` passes: the files merged as Dagster merges them, else the
     source's profile; refused (``Refused``) when any value breaks its ``Config``'s rules."""
+    import yaml
+    from dagster_shared.check import CheckError
     from dagster_shared.yaml_utils import load_yaml_from_glob_list
 
     from mlm_pipeline.definitions import defs
@@ -58,7 +61,12 @@ def run_config(config_files: list[str]) -> dict:
     from mlm_pipeline.run_checks import config_classes, run_config_problems
     from mlm_pipeline.run_profiles import run_config_for
 
-    config = load_yaml_from_glob_list(config_files) if config_files else run_config_for(wikimedia_from_env())
+    if missing := [name for name in config_files if not glob.glob(name)]:
+        raise Refused(f"-c {missing[0]}: no such file")  # Dagster would read it as an empty config
+    try:
+        config = load_yaml_from_glob_list(config_files) if config_files else run_config_for(wikimedia_from_env())
+    except (yaml.YAMLError, CheckError) as error:  # not YAML, or not a mapping
+        raise Refused(f"-c: {' '.join(str(error).split())}") from None
     classes = config_classes(defs.resolve_implicit_global_asset_job_def())
     if problems := run_config_problems(config, classes):
         raise Refused("\n".join(problems))

@@ -135,6 +135,18 @@ def test_the_cli_prints_one_line_per_problem_and_does_nothing(tmp_path, monkeypa
     assert out == "" and not (tmp_path / "storage").exists()  # nothing registered, nothing run
 
 
+def test_the_cli_names_a_config_file_it_cannot_use(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("MLM_WORLD_SIZE", "tiny")
+    (tmp_path / "broken.yaml").write_text("ops: [unclosed")
+    (tmp_path / "list.yaml").write_text("- ops\n")
+    for name, words in [("missing.yaml", "missing.yaml: no such file"), ("broken.yaml", "while parsing a flow sequence"),
+                        ("list.yaml", "to parse to dictionary")]:
+        assert cli.main(["main", "-c", str(tmp_path / name)]) == 2  # Dagster reads a missing file as {}
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("mlm-pipeline: error: -c") and words in line
+
+
 def test_register_refuses_a_release_the_source_does_not_serve(dagster_instance, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DAGSTER_HOME", dagster_instance.root_directory)
     monkeypatch.setenv("MLM_WORLD_SIZE", "tiny")
