@@ -50,12 +50,14 @@ class ParquetIOManager(ConfigurableIOManager):
 
     base_dir: str = ""
 
-    def _path(self, context: InputContext | OutputContext) -> Path:
+    def table_path(self, asset: str, partition: str | None) -> Path:
+        """Where an asset's table (for one partition) is stored, for readers outside a run."""
         root = Path(self.base_dir) if self.base_dir else default_data_dir()
-        path = root.joinpath(*context.asset_key.path)
-        if context.has_asset_partitions:
-            return path / f"{context.asset_partition_key}.parquet"
-        return path.with_suffix(".parquet")
+        return root / asset / f"{partition}.parquet" if partition is not None else (root / asset).with_suffix(".parquet")
+
+    def _path(self, context: InputContext | OutputContext) -> Path:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return self.table_path("/".join(context.asset_key.path), partition)
 
     def handle_output(self, context: OutputContext, obj: pa.Table) -> None:
         if not isinstance(obj, pa.Table):

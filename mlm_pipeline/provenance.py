@@ -13,9 +13,9 @@ import json
 import platform
 import re
 from importlib import metadata as importlib_metadata
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
-from dagster import Config, MetadataValue
+from dagster import AssetKey, AssetRecordsFilter, Config, DagsterInstance, MetadataValue
 
 from mlm_pipeline.resources import Endpoints, WikimediaResource
 
@@ -74,6 +74,28 @@ def text_sha256(text: str) -> str:
 
 def config_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
     return config.model_dump() if isinstance(config, Config) else dict(config)
+
+
+C = TypeVar("C", bound=Config)
+
+
+def recorded_metadata(instance: DagsterInstance, asset_name: str, release: str) -> Mapping[str, Any] | None:
+    """The metadata of the asset's latest materialisation for the release; None if it has none."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[release]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    return materialization.metadata if materialization is not None else None
+
+
+def recorded_config(instance: DagsterInstance, asset_name: str, release: str, config_class: type[C]) -> C | None:
+    """The configuration the asset recorded for this release (``provenance/config``), as
+    ``config_class`` (fields it does not know are left out); None when nothing was recorded."""
+    entry = (recorded_metadata(instance, asset_name, release) or {}).get("provenance/config")
+    if entry is None:
+        return None
+    fields = config_class.model_fields
+    return config_class(**{k: v for k, v in entry.value.items() if k in fields})
 
 
 def provenance(
