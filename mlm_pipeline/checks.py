@@ -27,8 +27,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetChecksDefinition,
     AssetIn,
-    AssetKey,
-    AssetRecordsFilter,
     Config,
     MetadataValue,
     PreviewWarning,
@@ -41,6 +39,7 @@ from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
 from mlm_pipeline.assets.versions import VersionsConfig
 from mlm_pipeline.model.tasks import TASKS
 from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.provenance import recorded_config
 from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
 
 MAX_NAMED = 20
@@ -294,6 +293,28 @@ def vectors_sound(table: pa.Table, key: Sequence[str], dim: int, column: str = "
     return found.finding(rule, rows=table.num_rows, dim=dim)
 
 
+def index_complete(index: pa.Table, image_features: pa.Table, text_features: pa.Table) -> Finding:
+    """Every image and summary with features is in the search index, nothing else is, and each
+    vector has unit length: a search's scores are cosines only if it does."""
+    rule = "search index complete, unit vectors"
+    _require(index, ["kind", "qid", "item", "vector"], rule)
+    found = _Offenders()
+    features = {f"image/{k}" for k in _keys(image_features, ("qid", "file_name"))}
+    features |= {f"text/{k}" for k in _keys(text_features, ("qid", "lang"))}
+    indexed = _keys(index, ("kind", "qid", "item"))
+    for key in sorted(features - set(indexed)):
+        found.add(key, "has features but is not indexed")
+    for key in sorted(set(indexed) - features):
+        found.add(key, "indexed without features")
+    vectors = index.column("vector").combine_chunks()
+    dim = vectors.type.list_size
+    matrix = vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), dim).astype(np.float64)
+    norms = np.linalg.norm(matrix, axis=1) if len(vectors) else np.zeros(0)
+    for i in np.flatnonzero(~(np.abs(norms - 1.0) <= 1e-3)):
+        found.add(indexed[i], "vector not of unit length")
+    return found.finding(rule, rows=index.num_rows, features=len(features))
+
+
 def _within(value: float | None, low: float, high: float) -> bool:
     return value is not None and low <= value <= high  # False for NaN too
 
@@ -426,17 +447,10 @@ def check_result(finding: Finding) -> AssetCheckResult:
 
 
 def declared_config(context: AssetCheckExecutionContext, asset_name: str, config_class: type[C]) -> C:
-    """The configuration the asset recorded for this release (``provenance/config``), else the
-    defaults: a check must hold a table to the thresholds it was built with, not to others."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[context.partition_key]), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    entry = materialization.metadata.get("provenance/config") if materialization else None
-    if entry is None:
-        return config_class()
-    fields = config_class.model_fields
-    return config_class(**{k: v for k, v in entry.value.items() if k in fields})
+    """The configuration the asset recorded for this release, else the defaults: a check must
+    hold a table to the thresholds it was built with, not to others."""
+    recorded = recorded_config(context.instance, asset_name, context.partition_key, config_class)
+    return recorded if recorded is not None else config_class()
 
 
 def table_check(
@@ -565,6 +579,20 @@ def model_checks() -> list[AssetChecksDefinition]:
     ]
 
 
+@release_check(
+    asset="search_index",
+    name="complete_unit_vectors",
+    blocking=False,
+    additional_ins={
+        "image_features": AssetIn("image_features", metadata={"columns": ["qid", "file_name"]}),
+        "text_features": AssetIn("text_features", metadata={"columns": ["qid", "lang"]}),
+    },
+    description="Every image and summary with features indexed once, nothing else, vectors of unit length.",
+)
+def search_index_complete(search_index: pa.Table, image_features: pa.Table, text_features: pa.Table) -> AssetCheckResult:
+    return check_result(index_complete(search_index, image_features, text_features))
+
+
 VERSIONS = ("mlm", "mlm_irle", "mlm_irle_gr")
 
 asset_checks: list[AssetChecksDefinition] = [
@@ -597,6 +625,9 @@ asset_checks: list[AssetChecksDefinition] = [
     text_features_sound,
     class_features_check(),
     *model_checks(),
+    unique("search_index", ["kind", "qid", "item"]),
+    in_range("search_index"),
+    search_index_complete,
     table_check(
         "retrieval_results", "within_range", retrieval_metrics_within, "medR and R@K within range.", blocking=False
     ),

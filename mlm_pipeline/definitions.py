@@ -20,6 +20,7 @@ from mlm_pipeline.assets import (
     features,  # 7. image, text and class features
     training,  # 8. multitask and single-task models
     evaluation,  # 9. retrieval and location results
+    search_index,  # 10. the paper's use case: every image and summary embedded for search
     release_diff,  # what changed since the previous release
 )
 from mlm_pipeline import checks, ops
@@ -40,6 +41,7 @@ STAGES = [
     features,
     training,
     evaluation,
+    search_index,
     release_diff,
 ]
 

@@ -212,6 +212,23 @@ def class_features_schema(dim: int) -> pa.Schema:
     return pa.schema([("qid", STR), ("label", STR), ("vector", pa.list_(pa.float32(), dim))])
 
 
+def search_index_schema(dim: int) -> pa.Schema:
+    """One row per image and per summary, embedded by the chosen model (``dim``: its emb_dim)."""
+    return pa.schema(
+        [
+            ("kind", STR),  # image / text
+            ("qid", STR),
+            ("item", STR),  # the image's file name, or the summary's language
+            ("label", STR),  # the entity's label: English, else German, else French, else its QID
+            ("lat", pa.float64()),  # the entity's coordinates
+            ("lon", pa.float64()),
+            ("sha256", STR),  # of the image bytes, or of the summary text (UTF-8, without surrounding whitespace)
+            ("text", STR),  # the summary; null for images
+            ("vector", pa.list_(pa.float32(), dim)),  # unit length: a dot product is a cosine
+        ]
+    )
+
+
 SORT_KEYS: dict[str, list[str]] = {
     "settlement_classes": ["qid"],
     "entities": ["qid"],
@@ -240,6 +257,7 @@ SORT_KEYS: dict[str, list[str]] = {
     "learning_curve": ["epoch"],
     "retrieval_results": ["version", "system", "direction"],
     "location_results": ["version", "system", "input"],
+    "search_index": ["kind", "qid", "item"],
 }
 
 
