@@ -2,7 +2,8 @@
 
 ``release`` prints the release key the configured source serves; ``register`` adds it to the
 Dagster instance (a fresh instance rejects unknown dynamic partition keys); ``main`` does both
-and materialises every asset for that release with ``dagster asset materialize``. A bad source
+and materialises every asset for that release with ``dagster asset materialize``; ``serve``
+runs the search page and API over a built release (mlm_pipeline/serve.py). A bad source
 setting, run config value or release key is refused before anything is asked of the source,
 with one line per problem on stderr and exit status 2.
 """
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="run config YAML file(s); default: the source's profile (mlm_pipeline/run_profiles.py)",
     )
+    web = commands.add_parser("serve", help="search a built release by text or image in the browser and by API")
+    web.add_argument("--release", help="release to serve (default: the newest one with a search_index)")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    web.add_argument("--port", type=int, default=8090)
     args = parser.parse_args(argv)
 
     _use_project_home()
@@ -150,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "release":
         print(served_release())
+        return 0
+    if args.command == "serve":
+        from mlm_pipeline.serve import serve
+
+        serve(args.release, args.host, args.port)
         return 0
     config = run_config(args.config) if args.command == "main" else {}
     key = getattr(args, "release", None)
