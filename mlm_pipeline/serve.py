@@ -114,7 +114,7 @@ def load_release(instance: DagsterInstance, release: str, encoders: dict[str, An
 class Served:
     app: Any  # starlette.applications.Starlette
     searcher: Searcher
-    close: Any  # () -> None, stops the thumbnail reader
+    close: Any  # () -> None, stops the thumbnail reader and the rankers
 
 
 def build_app(instance: DagsterInstance, release: str | None, limits: QueryLimits = QueryLimits()) -> Served:
@@ -130,7 +130,12 @@ def build_app(instance: DagsterInstance, release: str | None, limits: QueryLimit
     searcher = Searcher(loaded, encode_text, encode_image)
     images = defs.resources["io_manager"].table_path("images_filtered", key)
     thumbnails = ThumbnailCache(parquet_reader(images))
-    return Served(create_app(searcher, thumbnails, limits), searcher, thumbnails.close)
+
+    def close() -> None:
+        thumbnails.close()
+        searcher.close()
+
+    return Served(create_app(searcher, thumbnails, limits), searcher, close)
 
 
 def is_loopback(host: str) -> bool:

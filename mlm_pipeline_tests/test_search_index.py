@@ -6,6 +6,7 @@ import io
 import struct
 import xml.etree.ElementTree as ElementTree
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +19,11 @@ from mlm_pipeline import schemas
 from mlm_pipeline.checks import index_complete
 from mlm_pipeline.encoders.vectors import vector_matrix
 from mlm_pipeline.model.networks import MLMNet, ModelShape
-from mlm_pipeline.search.engine import Cells, Rows
+from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.search.engine import Cells, Ranker, Rows
 from mlm_pipeline.search.index import IMAGE, TEXT, ClassVectors, IndexInputError, build_search_index, embed_texts, text_sha256
 from mlm_pipeline.search.queries import QueryError, QueryLimits, check_content_type, check_image, check_text, parse_k
+from mlm_pipeline.search.thumbnails import ThumbnailCache, parquet_reader
 from mlm_pipeline.search.worldmap import cell_polygon, world_svg
 from mlm_pipeline_tests.test_model import synthetic_tables
 
@@ -174,6 +177,54 @@ def test_ranking_widens_its_candidates_until_it_has_k_entities() -> None:
     qids = ["Q1"] * 300 + [f"Q{2 + i}" for i in range(5)]
     picked, _ = rows_of(vectors, qids).top(np.array([1.0, 0.0]), 4)
     assert picked.tolist() == [0, 300, 301, 302]
+
+
+def test_concurrent_queries_ranked_together_get_what_each_would_get_alone() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((500, 2)).tolist()
+    rows = rows_of(vectors, [f"Q{i // 3}" for i in range(500)])
+    ranker = Ranker(rows, max_batch=8)
+    queries = rng.standard_normal((40, 2)).astype(np.float32)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            together = list(pool.map(lambda q: ranker.top(q, 5), queries))
+        for query, (picked, scores) in zip(queries, together):
+            alone = rows.top(query, 5)
+            assert picked.tolist() == alone[0].tolist() and np.allclose(scores, alone[1])
+        with pytest.raises(ValueError):  # a bad query fails its caller, not the ranker
+            ranker.top(np.zeros(3, np.float32), 5)
+        assert ranker.top(queries[0], 2)[0].tolist() == rows.top(queries[0], 2)[0].tolist()
+    finally:
+        ranker.close()
+    assert not ranker.thread.is_alive()
+
+
+def test_thumbnails_of_an_answer_are_read_together_once_and_only_when_asked_for(tmp_path) -> None:
+    keys = [(f"Q{i}", f"{i}.png") for i in range(6)]
+    write_parquet(pa.table({"qid": [q for q, _ in keys], "file_name": [f for _, f in keys],
+                            "content": [png(10 + i, 10) for i in range(6)]}), tmp_path / "images.parquet")
+    reads: list[list[tuple[str, str]]] = []
+    read = parquet_reader(tmp_path / "images.parquet")
+
+    def counted(wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        reads.append(sorted(wanted))
+        return read(wanted)
+
+    cache = ThumbnailCache(counted, max_bytes=3 * len(png(15, 10)))
+    try:
+        cache.expect(keys[:3])
+        assert reads == []  # an answer alone reads nothing
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            got = list(pool.map(cache.get, keys[:3]))
+        assert reads == [keys[:3]]  # the page's three requests: one read of the group
+        assert [Image.open(io.BytesIO(g)).size for g in got] == [(10, 10), (11, 10), (12, 10)]
+        assert cache.get(keys[1]) == got[1] and len(reads) == 1
+        assert cache.get(("Q9", "9.png")) is None and reads[-1] == [("Q9", "9.png")]
+        cache.get(keys[4])
+        cache.get(keys[5])  # past max_bytes: the least recently used go
+        assert keys[0] not in cache.cached and keys[5] in cache.cached and cache.size <= cache.max_bytes
+    finally:
+        cache.close()
 
 
 def test_location_gives_the_most_probable_cells_with_polygons_and_the_best_cells_centre() -> None:

@@ -336,6 +336,7 @@ def test_the_page_finds_images_for_a_text_and_summaries_and_a_place_for_an_image
             assert page.locator(".result.image").count() == K
             page.wait_for_function("() => [...document.querySelectorAll('.result.image img')].every(i => i.complete && i.naturalWidth > 0)")
             assert page.locator("#map .cell").count() >= 1
+            page.wait_for_function("() => document.querySelectorAll('#basemap path.land').length > 1000")  # offline outlines
             assert page.locator("#cells li").count() >= 1 and "%" in page.locator("#cells li").first.inner_text()
             page.screenshot(path=tmp_path / "serve_text.png")
             keep(tmp_path / "serve_text.png")

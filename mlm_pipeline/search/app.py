@@ -102,6 +102,7 @@ def _entity_page(entity: dict[str, Any]) -> str:
 def create_app(searcher: Searcher, thumbnails: ThumbnailCache, limits: QueryLimits = QueryLimits()) -> Starlette:
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     script = (STATIC / "search.js").read_text(encoding="utf-8")
+    world_map = world_svg()  # built once, before the first page asks for it
 
     async def index(request: Request) -> Response:
         return HTMLResponse(page)
@@ -110,8 +111,7 @@ def create_app(searcher: Searcher, thumbnails: ThumbnailCache, limits: QueryLimi
         return Response(script, media_type="text/javascript")
 
     async def world(request: Request) -> Response:
-        svg = await run_in_threadpool(world_svg)
-        return Response(svg, media_type="image/svg+xml", headers={"cache-control": "public, max-age=86400"})
+        return Response(world_map, media_type="image/svg+xml", headers={"cache-control": "public, max-age=86400"})
 
     async def health(request: Request) -> Response:
         return JSONResponse(searcher.health())
@@ -121,7 +121,7 @@ def create_app(searcher: Searcher, thumbnails: ThumbnailCache, limits: QueryLimi
         if request.method == "GET":
             text = check_text(request.query_params.get("text"), limits)
             answer = await run_in_threadpool(searcher.search_text, text, k)
-            thumbnails.prefetch(searcher.thumbnail_keys(answer))
+            thumbnails.expect(searcher.thumbnail_keys(answer))
         else:
             check_content_type(request.headers.get("content-type"))
             upload = check_image(await read_body(request, limits), limits)

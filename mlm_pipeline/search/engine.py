@@ -17,6 +17,9 @@ and the distance to the estimate.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
@@ -59,10 +62,17 @@ class Rows:
 
     def top(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the ``k`` best entities, each by its best-scoring row."""
-        n = len(self)
+        return self._best(self.vectors @ query.astype(np.float32), k)
+
+    def top_many(self, queries: np.ndarray, ks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``top`` for several queries with one pass over the matrix."""
+        scores = queries.astype(np.float32) @ self.vectors.T
+        return [self._best(scores[j], k) for j, k in enumerate(ks)]
+
+    def _best(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(scores)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = self.vectors @ query.astype(np.float32)
         m = min(n, max(4 * k, 64))
         while True:
             candidates = np.argpartition(-scores, m - 1)[:m] if m < n else np.arange(n)
@@ -84,6 +94,50 @@ class Rows:
 
     def text(self, row: int) -> str | None:
         return self.texts[row].as_py()
+
+
+class Ranker:
+    """Ranks one modality for concurrent queries together: each pass over the matrix serves every
+    query that arrived while the previous pass ran. The product is bound by memory bandwidth (the
+    whole matrix is read per pass), so a pass for several queries costs little more than one,
+    and a lone query waits for nothing."""
+
+    def __init__(self, rows: Rows, max_batch: int = 32) -> None:
+        self.rows = rows
+        self.max_batch = max_batch
+        self.queue: queue.SimpleQueue[tuple[np.ndarray, int, Future] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name=f"rank-{rows.kind}", daemon=True)
+        self.thread.start()
+
+    def top(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        future: Future[tuple[np.ndarray, np.ndarray]] = Future()
+        self.queue.put((query, k, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while (first := self.queue.get()) is not None:
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    waiting = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    self.queue.put(None)  # close after this batch
+                    break
+                batch.append(waiting)
+            try:
+                results = self.rows.top_many(np.stack([q for q, _, _ in batch]), [k for _, k, _ in batch])
+            except Exception as error:  # the callers get it, the ranker keeps serving
+                for _, _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, _, future), result in zip(batch, results):
+                future.set_result(result)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
 
 
 class Cells:
@@ -140,6 +194,7 @@ class Searcher:
         self.net = release.net.eval()
         self.images = Rows(release.index, IMAGE)
         self.texts = Rows(release.index, TEXT)
+        self.rankers = {IMAGE: Ranker(self.images), TEXT: Ranker(self.texts)}
         self.cells = Cells(release.cells) if release.cells is not None and self.net.image_location is not None else None
         self.encode_text = encode_text
         self.encode_image = encode_image
@@ -158,7 +213,7 @@ class Searcher:
 
     def _answer(self, query: dict[str, Any], embedding: np.ndarray, rows: Rows, k: int,
                 head: torch.nn.Module | None, item: tuple[Rows, int] | None) -> dict[str, Any]:
-        picked, scores = rows.top(embedding, k)
+        picked, scores = self.rankers[rows.kind].top(embedding, k)
         results = [self._result(rows, int(row), float(score)) for row, score in zip(picked, scores)]
         location = None
         if self.cells is not None and head is not None:
@@ -235,3 +290,7 @@ class Searcher:
 
     def thumbnail_keys(self, answer: dict[str, Any]) -> list[tuple[str, str]]:
         return [(r["qid"], r["file_name"]) for r in answer["results"] if r["kind"] == IMAGE]
+
+    def close(self) -> None:
+        for ranker in self.rankers.values():
+            ranker.close()

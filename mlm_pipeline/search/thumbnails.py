@@ -2,9 +2,10 @@
 
 The images asset keeps a release's thumbnails in one Parquet table, which has no random access
 by row: reading one image decompresses the whole column around it. So the images of an answer
-are read together, in one pass, as soon as the answer is known (``prefetch``), into a cache
-bounded in bytes from which the page's thumbnail requests are served; a request for an image
-that is being read waits for that read instead of starting another.
+are remembered as a group when the answer is made (``expect``, no reading), and the first
+request for one of them reads the whole group in one pass into a cache bounded in bytes; the
+page's other thumbnail requests wait for that read instead of starting their own. A client of
+the JSON API that never asks for a thumbnail costs no reading at all.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ def parquet_reader(path: Path) -> Reader:
 
 
 class ThumbnailCache:
-    """Least recently used images up to ``max_bytes``, filled by one background reader."""
+    """Least recently used images up to ``max_bytes``, read by one background reader."""
 
-    def __init__(self, read: Reader, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, read: Reader, max_bytes: int = 64 << 20, max_expected: int = 10_000) -> None:
         self.read = read
         self.max_bytes = max_bytes
+        self.max_expected = max_expected
         self.cached: OrderedDict[Key, bytes] = OrderedDict()
         self.size = 0
+        self.groups: OrderedDict[Key, tuple[Key, ...]] = OrderedDict()  # image -> its answer's images
         self.pending: dict[Key, Future[dict[Key, bytes]]] = {}
         self.lock = threading.Lock()
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails")
@@ -69,19 +72,15 @@ class ThumbnailCache:
                 for key in keys:
                     self.pending.pop(key, None)
 
-    def _submit(self, keys: list[Key]) -> Future[dict[Key, bytes]]:
-        """Called with the lock held."""
-        future = self.reader.submit(self._read, keys)
-        for key in keys:
-            self.pending[key] = future
-        return future
-
-    def prefetch(self, keys: Iterable[Key]) -> None:
-        """Start reading whichever of ``keys`` are neither cached nor being read."""
+    def expect(self, keys: Iterable[Key]) -> None:
+        """These images will likely be asked for together (one answer's results)."""
+        group = tuple(dict.fromkeys(keys))
         with self.lock:
-            missing = [k for k in dict.fromkeys(keys) if k not in self.cached and k not in self.pending]
-            if missing:
-                self._submit(missing)
+            for key in group:
+                self.groups[key] = group
+                self.groups.move_to_end(key)
+            while len(self.groups) > self.max_expected:
+                self.groups.popitem(last=False)
 
     def get(self, key: Key) -> bytes | None:
         """The image's bytes (None when the table has no such image)."""
@@ -89,7 +88,13 @@ class ThumbnailCache:
             if key in self.cached:
                 self.cached.move_to_end(key)
                 return self.cached[key]
-            future = self.pending.get(key) or self._submit([key])
+            future = self.pending.get(key)
+            if future is None:
+                group = self.groups.get(key, (key,))
+                keys = [k for k in group if k == key or (k not in self.cached and k not in self.pending)]
+                future = self.reader.submit(self._read, keys)
+                for k in keys:
+                    self.pending[k] = future
         return future.result().get(key)
 
     def close(self) -> None:

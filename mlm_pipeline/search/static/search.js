@@ -37,6 +37,19 @@ function drawCell(overlay, cell, opacity) {
   }
 }
 
+// Zoom to the cells and points drawn, with a margin, at the map's 2:1 shape (at least 40 x 20 degrees).
+function zoomTo(points) {
+  const xs = points.map(([px]) => px);
+  const ys = points.map(([, py]) => py);
+  let width = Math.max(40, 1.4 * (Math.max(...xs) - Math.min(...xs)), 2.8 * (Math.max(...ys) - Math.min(...ys)));
+  width = Math.min(width, 360);
+  const height = width / 2;
+  const cx = (Math.max(...xs) + Math.min(...xs)) / 2;
+  const cy = Math.min(Math.max((Math.max(...ys) + Math.min(...ys)) / 2, height / 2), 180 - height / 2);
+  $("map").setAttribute("viewBox", `${(cx - width / 2).toFixed(2)} ${(cy - height / 2).toFixed(2)} ${width.toFixed(2)} ${height.toFixed(2)}`);
+  return width;
+}
+
 function drawLocation(answer) {
   const overlay = $("overlay");
   overlay.replaceChildren();
@@ -44,6 +57,7 @@ function drawLocation(answer) {
   $("location-note").textContent = "";
   const location = answer.location;
   if (!location) {
+    $("map").setAttribute("viewBox", "0 0 360 180");
     $("location-note").textContent = `${answer.model} has no location heads.`;
     return;
   }
@@ -53,12 +67,17 @@ function drawLocation(answer) {
     $("cells").appendChild(element("li", {}, `cell ${cell.token}: ${(100 * cell.probability).toFixed(1)} % (centre ${cell.lat.toFixed(2)}, ${cell.lon.toFixed(2)})`));
   }
   const item = answer.query.item;
+  const seen = location.cells.flatMap((cell) => cell.polygon.map(([lon, lat]) => [x(lon), y(lat)]));
+  seen.push([x(location.lon), y(location.lat)]);
+  if (item) seen.push([x(item.lon), y(item.lat)]);
+  const radius = zoomTo(seen) / 150;
   if (item) {
     overlay.appendChild(shape("line", { class: "error", x1: x(location.lon), y1: y(location.lat), x2: x(item.lon), y2: y(item.lat) }));
   }
-  overlay.appendChild(shape("circle", { class: "predicted", cx: x(location.lon), cy: y(location.lat), r: 1.6 }));
-  if (item) overlay.appendChild(shape("circle", { class: "true", cx: x(item.lon), cy: y(item.lat), r: 1.4 }));
-  $("location-note").textContent = `Estimate: ${location.lat.toFixed(2)}, ${location.lon.toFixed(2)} (the most probable cell's centre).`;
+  overlay.appendChild(shape("circle", { class: "predicted", cx: x(location.lon), cy: y(location.lat), r: radius }));
+  if (item) overlay.appendChild(shape("circle", { class: "true", cx: x(item.lon), cy: y(item.lat), r: 0.9 * radius }));
+  const estimate = `Estimate (white dot): ${location.lat.toFixed(2)}, ${location.lon.toFixed(2)}, the most probable cell's centre.`;
+  $("location-note").textContent = item ? `${estimate} Red dot: the true position.` : estimate;
 }
 
 function describeQuery(answer, preview) {
@@ -135,6 +154,12 @@ $("image").addEventListener("change", () => {
   const init = { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } };
   ask({ url: `/api/search?${params}`, init }, URL.createObjectURL(file));
   $("image").value = "";
+});
+
+// The base map goes into the page's own SVG (not as an <image>), so it stays sharp when zoomed.
+fetch("/map/world.svg").then((r) => r.text()).then((text) => {
+  const world = new DOMParser().parseFromString(text, "image/svg+xml").documentElement;
+  $("basemap").replaceChildren(...[...world.childNodes].map((node) => document.importNode(node, true)));
 });
 
 fetch("/api/health").then((r) => r.json()).then((health) => {
