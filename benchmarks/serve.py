@@ -22,7 +22,6 @@ p95 <= 150 ms for a text query on the default world's index, <= 500 ms at MLM's 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import http.client
 import json
 import multiprocessing
@@ -126,7 +125,7 @@ def server_main(home: str, release: str, port: int, mlm_size: bool, baseline: st
     if mlm_size:  # the same model and encoders over an index of MLM's size (no thumbnails to show)
         index = synthetic_index(MLM_IMAGES, MLM_SUMMARIES, searcher.net.shape.emb_dim)
         served.close()
-        searcher = Searcher(dataclasses.replace(searcher.release, index=index), searcher.encode_text, searcher.encode_image)
+        searcher = Searcher(searcher.release, index, searcher.encode_text, searcher.encode_image)
         app = create_app(searcher, ThumbnailCache(lambda keys: {}))
         del index
     texts, images = queries(home, release, n)

@@ -84,7 +84,8 @@ def image_encoder(instance: DagsterInstance, release: str) -> tuple[EncodeImage,
     return encode, encoder.describe()
 
 
-def load_release(instance: DagsterInstance, release: str, encoders: dict[str, Any]) -> Release:
+def load_release(instance: DagsterInstance, release: str, encoders: dict[str, Any]) -> tuple[Release, Any]:
+    """The release's model, classes and cells, and its search index table."""
     from mlm_pipeline.definitions import defs
     from mlm_pipeline.encoders.device import resolve_device
     from mlm_pipeline.model.train import load_checkpoint
@@ -107,7 +108,7 @@ def load_release(instance: DagsterInstance, release: str, encoders: dict[str, An
         index = table("search_index")
         classes = ClassVectors(table("class_features"), table("mlm_irle", ["qid", "classes"]))
         cells = table(CELL_TABLES[VERSION_OF[model]]) if net.image_location is not None else None
-    return Release(release, model, net, index, classes, cells, encoders)
+    return Release(release, model, net, classes, cells, encoders), index
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,9 @@ def build_app(instance: DagsterInstance, release: str | None, limits: QueryLimit
     key = choose_release(instance, release)
     encode_text, text_described = text_encoder(instance, key)
     encode_image, image_described = image_encoder(instance, key)
-    loaded = load_release(instance, key, {"text": text_described, "image": image_described})
-    searcher = Searcher(loaded, encode_text, encode_image)
+    loaded, index = load_release(instance, key, {"text": text_described, "image": image_described})
+    searcher = Searcher(loaded, index, encode_text, encode_image)
+    del index  # the searcher keeps arrays of it
     images = defs.resources["io_manager"].table_path("images_filtered", key)
     thumbnails = ThumbnailCache(parquet_reader(images))
 

@@ -1,10 +1,11 @@
 """Answering a query: encode it as the release's features were encoded, embed it with the model,
 rank the other modality by cosine similarity, and predict where it is.
 
-Ranking is exact: one matrix-vector product over every row of the other modality (at MLM's
-410k images and 256 dimensions, about 0.1 GFLOP and 420 MB of memory read), then the best row
-of each entity, best entities first, so one entity's three summaries do not fill three places.
-Ties go to the lower row, so the same query always gets the same answer.
+Ranking is exact: one matrix product over every row of the other modality (at MLM's 410k
+images and 256 dimensions, about 0.1 GFLOP and 420 MB of memory read per pass, which queries
+arriving together share: ``Ranker``), then the best row of each entity, best entities first, so
+one entity's three summaries do not fill three places. Ties go to the lower row, so the same
+query always gets the same answer.
 
 The location is the model's geo-cell head on the query's embedding (the image head for an
 image, the text head for a text): the most probable cells with their probabilities and
@@ -177,23 +178,26 @@ class Cells:
 
 @dataclass(frozen=True)
 class Release:
-    """What a search runs against: one release's index, the model that made it, its cells."""
+    """What a search runs against besides the index: the model that made it, its cells."""
 
     release: str
     model: str
     net: MLMNet
-    index: pa.Table
     classes: ClassVectors
     cells: pa.Table | None  # None for a model without location heads
     encoders: dict[str, Any]  # how queries are encoded, for /api/health
 
 
 class Searcher:
-    def __init__(self, release: Release, encode_text: EncodeText, encode_image: EncodeImage, top_cells: int = TOP_CELLS) -> None:
+    """Holds the index as arrays (not the table it was read from, which can then be freed)."""
+
+    def __init__(
+        self, release: Release, index: pa.Table, encode_text: EncodeText, encode_image: EncodeImage, top_cells: int = TOP_CELLS
+    ) -> None:
         self.release = release
         self.net = release.net.eval()
-        self.images = Rows(release.index, IMAGE)
-        self.texts = Rows(release.index, TEXT)
+        self.images = Rows(index, IMAGE)
+        self.texts = Rows(index, TEXT)
         self.rankers = {IMAGE: Ranker(self.images), TEXT: Ranker(self.texts)}
         self.cells = Cells(release.cells) if release.cells is not None and self.net.image_location is not None else None
         self.encode_text = encode_text
