@@ -183,4 +183,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the imported module, not as __main__: ``Refused`` raised by other modules (they import
+    # mlm_pipeline.cli) must be the class main() catches.
+    from mlm_pipeline.cli import main as imported_main
+
+    sys.exit(imported_main())
