@@ -85,6 +85,7 @@ from typing import Iterable, Sequence
 
 from mlm_pipeline.world import geonames
 from mlm_pipeline.world.geonames import GeoPlace
+from mlm_pipeline.world.scenery import Scenery, scenery_for
 
 BASE_CLASS = "Q486972"
 EARTH = "Q2"
@@ -229,6 +230,7 @@ class Place:
     redirects: dict[str, str] = field(default_factory=dict)  # language -> page the sitelink redirects to
     missing_articles: set[str] = field(default_factory=set)  # languages whose sitelinked page does not exist
     pages: dict[str, str] = field(default_factory=dict)  # language -> title of the page holding the article
+    scenery: Scenery | None = None  # what its photographs show and its summaries say (scenery.py)
 
     def rank(self, i: int) -> str:
         return self.coord_ranks[i] if i < len(self.coord_ranks) else "normal"
@@ -601,6 +603,9 @@ def _make_place(
         continent=continents.get(geo.country, ""),
         admin1=geo.admin1,
         coord_ranks=["normal"] * len(coords),
+        scenery=scenery_for(
+            f"{seed}:{geo.geonameid}", geo.name, geo.lat, geo.lon, geo.population, geo.country, continents.get(geo.country, "")
+        ),
     )
     place.images = _images_for(place, home if home in PHOTO_NAMES else "en", rng, files, with_p18=failure != "no_image")
     return place, _languages_for(geo, rng, failing=failure == "no_article")

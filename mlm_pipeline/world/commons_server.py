@@ -186,6 +186,13 @@ def _place_name(world: Any, qid: str) -> str:
         return ""
 
 
+def _place_scenery(world: Any, qid: str) -> Any:
+    try:
+        return getattr(world.place(qid), "scenery", None)
+    except KeyError:
+        return None
+
+
 class FileIndex:
     """The world's files by normalised name, each with where its bytes come from."""
 
@@ -208,7 +215,7 @@ class FileIndex:
             info = self.world.files[name]
             lat, lon = _place_coords(self.world, info.place_qid)
             pic = imagegen.Picture(info.file_name, info.kind, info.format, lat, lon, info.width, info.height,
-                                   _place_name(self.world, info.place_qid))
+                                   _place_name(self.world, info.place_qid), _place_scenery(self.world, info.place_qid))
             source = Source(info, pic, getattr(info, "path", ""))
             self._sources[name] = source
         return source

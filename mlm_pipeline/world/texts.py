@@ -1,9 +1,11 @@
 """Wikipedia-like intro texts for the embedded world's settlements, in English, German and French.
 
 The texts are built from the settlement's own facts (name, kind, administrative area, country,
-population, coordinates), so that a text encoder has something real to learn: two places in the
-same country share words, a city reads differently from a village, and the coordinates are in
-the text as on Wikipedia. Several templates per language, picked by a stable hash of the place
+population, coordinates, the nearest city) and from its scenery (scenery.py: coast, mountains,
+river or lake, forest, fields, desert or snow, climate, skyline or a few houses, its landmark),
+which is what its photographs show: so a summary and a photograph of the same place share
+meaning, as they do on Wikipedia. Two places in the same country share words, a city reads
+differently from a village, and the coordinates are in the text as on Wikipedia. Several templates per language, picked by a stable hash of the place
 ID, keep the corpus from being one sentence with the names swapped. The same facts always give
 the same text (no randomness outside the hash), which the pipeline's byte-identical Parquet
 relies on.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+
+from mlm_pipeline.world.scenery import Scenery
 
 LANGS = ("en", "de", "fr")
 
@@ -108,6 +112,7 @@ class PlaceFacts:
     population: int | None = None
     admin: str = ""  # first-level administrative area, "" when unknown
     continent: str = ""
+    scenery: Scenery | None = None
 
 
 def _pick(key: str, lang: str, n: int, salt: str = "") -> int:
@@ -193,6 +198,7 @@ def _en(f: PlaceFacts) -> str:
             + ".",
         ]
         sentences.append(where_sentences[_pick(f.key, "en", len(where_sentences), "geo")])
+    sentences += scenery_sentences(f, "en")
     if f.admin and country and _pick(f.key, "en", 2, "admin"):
         sentences.append(f"{f.admin} is one of the administrative divisions of {country}.")
     return " ".join(sentences)
@@ -231,6 +237,7 @@ def _de(f: PlaceFacts) -> str:
             f"Der Ort befindet sich auf der {'Nord' if (f.lat or 0) >= 0 else 'Süd'}halbkugel bei {lat_lon}.",
         ]
         sentences.append(geo[_pick(f.key, "de", len(geo), "geo")])
+    sentences += scenery_sentences(f, "de")
     return " ".join(sentences)
 
 
@@ -269,7 +276,78 @@ def _fr(f: PlaceFacts) -> str:
             f"{'nord' if (f.lat or 0) >= 0 else 'sud'}, à {lat_lon}.",
         ]
         sentences.append(geo[_pick(f.key, "fr", len(geo), "geo")])
+    sentences += scenery_sentences(f, "fr")
     return " ".join(sentences)
+
+
+# --- the scenery in words: the same meaning as the photographs ---------------------------
+
+BEARING_DE = {"north": "nördlich", "north-east": "nordöstlich", "east": "östlich", "south-east": "südöstlich",
+              "south": "südlich", "south-west": "südwestlich", "west": "westlich", "north-west": "nordwestlich"}
+BEARING_FR = {"north": "au nord", "north-east": "au nord-est", "east": "à l'est", "south-east": "au sud-est",
+              "south": "au sud", "south-west": "au sud-ouest", "west": "à l'ouest", "north-west": "au nord-ouest"}
+SETTING = {  # attribute -> (en, de, fr) phrase completing "It lies ..." / "Der Ort liegt ..." / "La localité se trouve ..."
+    "coast": ("on the sea coast", "an der Meeresküste", "sur la côte, au bord de la mer"),
+    "mountains": ("in the mountains", "in den Bergen", "dans les montagnes"),
+    "river": ("on the banks of a river", "an einem Fluss", "au bord d'une rivière"),
+    "lake": ("on the shore of a lake", "am Ufer eines Sees", "au bord d'un lac"),
+    "forest": ("surrounded by forest", "umgeben von Wald", "entourée de forêts"),
+    "fields": ("among open fields and meadows", "inmitten von Feldern und Wiesen", "au milieu des champs et des prés"),
+    "desert": ("in a dry desert landscape", "in einer trockenen Wüstenlandschaft", "dans un paysage désertique et sec"),
+    "snow": ("in a snowy, treeless landscape", "in einer verschneiten, baumlosen Landschaft", "dans un paysage enneigé et sans arbres"),
+}
+CLIMATE = {
+    "tropical": ("It has a hot, humid tropical climate.", "Das Klima ist tropisch, heiß und feucht.", "Son climat est tropical, chaud et humide."),
+    "warm": ("Its climate is warm and sunny.", "Das Klima ist warm und sonnig.", "Son climat est chaud et ensoleillé."),
+    "temperate": ("It has a temperate climate.", "Das Klima ist gemäßigt.", "Son climat est tempéré."),
+    "cold": ("Its climate is cold, with long winters.", "Das Klima ist kalt, mit langen Wintern.", "Son climat est froid, avec de longs hivers."),
+    "polar": ("It has a polar climate.", "Das Klima ist polar.", "Son climat est polaire."),
+}
+LOOK = {
+    "city": ("Its skyline is dominated by high-rise towers.", "Das Stadtbild prägen Hochhäuser.", "Des tours et des gratte-ciel dominent son paysage urbain."),
+    "town": ("Its centre has streets of houses with red and grey roofs.", "Im Zentrum stehen Häuser mit roten und grauen Dächern.", "Son centre compte des rues de maisons aux toits rouges et gris."),
+    "village": ("It is a small place of only a few houses.", "Der Ort besteht aus nur wenigen Häusern.", "Elle ne compte que quelques maisons."),
+}
+LANDMARK = {
+    "church": ("its church with a tall pointed spire", "seine Kirche mit hohem, spitzem Turm", "son église au haut clocher pointu"),
+    "castle": ("its stone castle with battlements", "seine steinerne Burg mit Zinnen", "son château fort de pierre crénelé"),
+    "bridge": ("its old arched bridge", "seine alte Bogenbrücke", "son vieux pont en arc"),
+    "lighthouse": ("its red and white lighthouse", "seinen rot-weißen Leuchtturm", "son phare rouge et blanc"),
+    "harbour": ("its harbour with sailing boats", "seinen Hafen mit Segelbooten", "son port de voiliers"),
+    "windmill": ("its windmill", "seine Windmühle", "son moulin à vent"),
+    "tower": ("its television tower", "seinen Fernsehturm", "sa tour de télévision"),
+}
+_LANG_INDEX = {"en": 0, "de": 1, "fr": 2}
+
+
+def _near(f: PlaceFacts, lang: str) -> str:
+    near = f.scenery.near if f.scenery else None
+    if near is None:
+        return ""
+    if lang == "en":
+        return f"It lies {near.km} km {near.bearing} of {near.city}."
+    if lang == "de":
+        return f"Der Ort liegt {near.km} km {BEARING_DE[near.bearing]} von {near.city}."
+    return f"La localité se trouve à {near.km} km {BEARING_FR[near.bearing]} de {near.city}."
+
+
+def scenery_sentences(f: PlaceFacts, lang: str) -> list[str]:
+    """What a photograph of the place shows, in words (empty without scenery)."""
+    sc = f.scenery
+    if sc is None:
+        return []
+    i = _LANG_INDEX[lang]
+    parts = [SETTING[key][i] for key in ("coast", "mountains") if getattr(sc, key)]
+    parts += [SETTING[sc.water][i]] if sc.water else []
+    parts.append(SETTING[sc.cover][i])
+    subject = {"en": "The place lies", "de": "Der Ort liegt", "fr": "La localité se trouve"}[lang]
+    setting = f"{subject} {', '.join(parts[:-1])} {'and' if lang == 'en' else 'und' if lang == 'de' else 'et'} {parts[-1]}." if len(parts) > 1 else f"{subject} {parts[0]}."
+    sentences = [s for s in (_near(f, lang), setting, LOOK[sc.settlement][i]) if s]
+    if sc.landmark:
+        known = {"en": "It is known for", "de": "Bekannt ist der Ort für", "fr": "Elle est connue pour"}[lang]
+        sentences.append(f"{known} {LANDMARK[sc.landmark][i]}.")
+    sentences.append(CLIMATE[sc.climate][i])
+    return sentences
 
 
 WRITERS = {"en": _en, "de": _de, "fr": _fr}

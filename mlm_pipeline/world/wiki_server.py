@@ -390,6 +390,7 @@ def place_facts(world: Any, place: Any) -> PlaceFacts:
         population=place.population or None,
         admin=_admin_name(place),
         continent=place.continent or "",
+        scenery=getattr(place, "scenery", None),
     )
 
 
