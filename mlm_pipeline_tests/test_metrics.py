@@ -87,6 +87,11 @@ def test_subset_size_is_500_capped_at_the_split_and_too_large_a_request_fails() 
     assert metrics.resolve_subset_size(2000, None, "mlm_irle") == 500
     assert metrics.resolve_subset_size(37, None, "mlm_irle") == 37
     assert metrics.resolve_subset_size(2000, 100, "mlm_irle") == 100
+    with pytest.raises(ValueError, match=r"refusing to evaluate on subsets of 2 items \(the protocol's 500 items asked, the test split has 2\)"):
+        metrics.resolve_subset_size(2, None, "mlm_irle")  # R@10 would be 1.0 whatever the model
+    with pytest.raises(ValueError, match=r"subsets of 10 items \(test_subset_size=10 asked"):
+        metrics.resolve_subset_size(450, 10, "mlm_irle")
+    assert metrics.reduced_protocol(500) == "" and "not the paper's 500" in metrics.reduced_protocol(37)
     with pytest.raises(ValueError, match=r"mlm_irle_gr: test_subset_size=600 .* \(450\)"):
         metrics.resolve_subset_size(450, 600, "mlm_irle_gr")
     with pytest.raises(ValueError, match="at least 1"):

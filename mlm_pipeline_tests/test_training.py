@@ -150,7 +150,7 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
     assert f"| {lost} | no_image_features |" in materialisation.metadata["dropout_examples"].value
 
     retrieval = pq.read_table(root / "retrieval_results" / f"{RELEASE}.parquet")
-    assert retrieval.schema == schemas.RETRIEVAL_RESULTS and retrieval.num_rows == 8
+    assert retrieval.schema == schemas.RETRIEVAL_RESULTS and retrieval.num_rows == 12  # 2 versions x 3 systems x 2
     n_test = len(load(tables, n_cells=6).splits["test"])
     assert set(retrieval.column("n_test").to_pylist()) == {n_test}
     assert set(retrieval.column("subset_size").to_pylist()) == {n_test}  # the split is smaller than 500
@@ -158,12 +158,20 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
     for row in retrieval.to_pylist():
         assert 1 <= row["medr"] <= n_test and 0 <= row["r1"] <= row["r5"] <= row["r10"] <= 1
     location = pq.read_table(root / "location_results" / f"{RELEASE}.parquet")
-    assert location.schema == schemas.LOCATION_RESULTS and location.num_rows == 8
+    assert location.schema == schemas.LOCATION_RESULTS and location.num_rows == 12
     for row in location.to_pylist():
         assert row["within_1km"] <= row["within_25km"] <= row["within_200km"] <= row["within_750km"] <= row["within_2500km"]
     table3 = (root / "results" / RELEASE / "table3_retrieval.md").read_text()
     table4 = (root / "results" / RELEASE / "table4_location.md").read_text()
     assert "| MLM-irle-gr | single-task |" in table3 and "| MLM-irle | multitask |" in table4
+    # A chance row per dataset, under the same protocol, and a loud mark on subsets below 500.
+    chance = [r for r in retrieval.to_pylist() if r["system"] == "chance"]
+    assert len(chance) == 4 and {r["model"] for r in chance} == {"random ranking"}
+    assert all(abs(r["medr"] - (n_test + 1) / 2) < n_test / 4 for r in chance)
+    assert "| MLM-irle | chance (random ranking) |" in table3
+    assert f"**Warning, MLM-irle:** subsets of {n_test} items, not the paper's 500" in table3
+    majority = [r for r in location.to_pylist() if r["system"] == "chance"]
+    assert len(majority) == 4 and "| MLM-irle-gr | chance (majority cell) |" in table4
 
     again = _run(dagster_instance, tmp_path, [training.model_assets[0]], sources, {"model_multitask_mlm_irle": {"config": TINY}})
     assert again.success

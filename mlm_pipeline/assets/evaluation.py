@@ -3,8 +3,11 @@
 Each model is evaluated on its version's test split with the protocol stored in its checkpoint
 (fixed at training time, where a bad request fails early). Retrieval compares the multitask
 model with single-task IR, location with single-task LE; rows = dataset x system, as in the
-paper. The Markdown tables go to the asset metadata and, beside the Parquet, to
-``results/<release>/`` in the storage folder.
+paper, plus a chance row per dataset so that a number can be read against what no model at all
+scores under the same protocol: a random ranking of the same subsets for retrieval, the train
+split's most frequent cell for location. Subsets smaller than the paper's 500 are marked in the
+tables and logged as warnings. The Markdown tables go to the asset metadata and, beside the
+Parquet, to ``results/<release>/`` in the storage folder.
 """
 
 
@@ -35,6 +38,9 @@ if TYPE_CHECKING:
 VERSION_TITLES = {"mlm_irle": "MLM-irle", "mlm_irle_gr": "MLM-irle-gr"}
 RETRIEVAL_SYSTEMS: dict[str, Task] = {"multitask": "multitask", "single-task": "ir"}
 LOCATION_SYSTEMS: dict[str, Task] = {"multitask": "multitask", "single-task": "le"}
+CHANCE = "chance"
+RANDOM_RANKING = "random ranking"
+MAJORITY_CELL = "majority cell"
 DIRECTIONS = ("image->text", "text->image")
 INPUTS = ("image", "text")
 
@@ -93,6 +99,28 @@ def retrieval_rows(version: str, system: str, model: EvaluatedModel) -> list[dic
     size = metrics.resolve_subset_size(n_test, model.protocol["test_subset_size"], model.name)
     index = metrics.subsets(n_test, size, model.protocol["test_subsets"], model.protocol["test_seed"])
     scores = metrics.evaluate_retrieval(model.predictions.image, model.predictions.text, index)
+    return _retrieval_rows(version, system, scores, size, len(index), n_test, model.name, model.best_epoch)
+
+
+def chance_retrieval_rows(version: str, model: EvaluatedModel) -> list[dict[str, object]]:
+    """What a random ranking scores on subsets of the same size and number as ``model``'s."""
+    n_test = len(model.test)
+    size = metrics.resolve_subset_size(n_test, model.protocol["test_subset_size"], model.name)
+    count = model.protocol["test_subsets"]
+    scores = metrics.chance_retrieval(size, count, model.protocol["test_seed"])
+    return _retrieval_rows(version, CHANCE, scores, size, count, n_test, RANDOM_RANKING, None)
+
+
+def _retrieval_rows(
+    version: str,
+    system: str,
+    scores: dict[str, metrics.RetrievalScores],
+    size: int,
+    n_subsets: int,
+    n_test: int,
+    model: str,
+    best_epoch: int | None,
+) -> list[dict[str, object]]:
     return [
         {
             "version": version,
@@ -104,44 +132,70 @@ def retrieval_rows(version: str, system: str, model: EvaluatedModel) -> list[dic
             "r5": scores[direction].recall[5],
             "r10": scores[direction].recall[10],
             "subset_size": size,
-            "n_subsets": len(index),
+            "n_subsets": n_subsets,
             "n_test": n_test,
-            "model": model.name,
-            "best_epoch": model.best_epoch,
+            "model": model,
+            "best_epoch": best_epoch,
         }
         for direction in DIRECTIONS
     ]
 
 
-def location_rows(version: str, system: str, model: EvaluatedModel, cells: pa.Table) -> list[dict[str, object]]:
-    from mlm_pipeline.model.evaluate import location_scores
-
+def _cell_coordinates(version: str, cells: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     cells = cells.sort_by("cell")
     if cells.column("cell").to_pylist() != list(range(cells.num_rows)):
         raise ValueError(f"{CELL_TABLES[version]}: cell labels are not 0..{cells.num_rows - 1}")
-    lat = cells.column("mean_lat").to_numpy()
-    lon = cells.column("mean_lon").to_numpy()
+    return cells.column("mean_lat").to_numpy(), cells.column("mean_lon").to_numpy()
+
+
+def location_rows(version: str, system: str, model: EvaluatedModel, cells: pa.Table) -> list[dict[str, object]]:
+    lat, lon = _cell_coordinates(version, cells)
     rows = []
     for source in INPUTS:
         predicted = getattr(model.predictions, f"{source}_cell")
         if predicted is None:
             raise ValueError(f"{model.name} has no location heads")
-        result = location_scores(np.asarray(predicted), model.test, lat, lon)
-        row: dict[str, object] = {
-            "version": version,
-            "system": system,
-            "input": source,
-            "precision": result.scores.precision,
-            "recall": result.scores.recall,
-            "f1": result.scores.f1,
-            "n_test": len(model.test),
-            "model": model.name,
-            "best_epoch": model.best_epoch,
-        }
-        for km, share in result.within.items():
-            row[f"within_{km:g}km"] = share
-        rows.append(row)
+        rows.append(_location_row(version, system, source, np.asarray(predicted), model.test, lat, lon, model.name, model.best_epoch))
     return rows
+
+
+def chance_location_rows(version: str, data: "VersionData", cells: pa.Table) -> list[dict[str, object]]:
+    """Every test entity placed in the train split's most frequent cell (from either input)."""
+    lat, lon = _cell_coordinates(version, cells)
+    train, test = data.splits["train"], data.splits["test"]
+    majority = int(np.bincount(train.cell.cpu().numpy(), minlength=data.n_cells).argmax())
+    predicted = np.full(len(test), majority, dtype=np.int64)
+    return [_location_row(version, CHANCE, source, predicted, test, lat, lon, MAJORITY_CELL, None) for source in INPUTS]
+
+
+def _location_row(
+    version: str,
+    system: str,
+    source: str,
+    predicted: np.ndarray,
+    test: "SplitData",
+    lat: np.ndarray,
+    lon: np.ndarray,
+    model: str,
+    best_epoch: int | None,
+) -> dict[str, object]:
+    from mlm_pipeline.model.evaluate import location_scores
+
+    result = location_scores(predicted, test, lat, lon)
+    row: dict[str, object] = {
+        "version": version,
+        "system": system,
+        "input": source,
+        "precision": result.scores.precision,
+        "recall": result.scores.recall,
+        "f1": result.scores.f1,
+        "n_test": len(test),
+        "model": model,
+        "best_epoch": best_epoch,
+    }
+    for km, share in result.within.items():
+        row[f"within_{km:g}km"] = share
+    return row
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -149,52 +203,61 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 
 def table3_markdown(results: pa.Table) -> str:
-    """Rows dataset x system; image->text then text->image medR and R@1/5/10, as the paper's Table 3."""
+    """Rows dataset x system (then chance); image->text then text->image medR (mean ± std over
+    the subsets) and R@1/5/10, as the paper's Table 3; reduced subsets are flagged below."""
     rows = results.to_pylist()
     by_key = {(r["version"], r["system"], r["direction"]): r for r in rows}
     lines = [
-        "| Dataset | System | img→txt medR | R@1 | R@5 | R@10 | txt→img medR | R@1 | R@5 | R@10 | test subset |",
+        "| Dataset | System | img→txt medR | R@1 | R@5 | R@10 | txt→img medR | R@1 | R@5 | R@10 | test subsets |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for version in BENCHMARK_VERSIONS:
-        for system in RETRIEVAL_SYSTEMS:
+        for system in (*RETRIEVAL_SYSTEMS, CHANCE):
             if (version, system, DIRECTIONS[0]) not in by_key:
                 continue
             cells = []
             for direction in DIRECTIONS:
                 r = by_key[(version, system, direction)]
-                cells += [_fmt(r["medr"], 1), _fmt(r["r1"]), _fmt(r["r5"]), _fmt(r["r10"])]
+                cells += [f"{_fmt(r['medr'], 1)} ± {_fmt(r['medr_std'], 1)}", _fmt(r["r1"]), _fmt(r["r5"]), _fmt(r["r10"])]
             r = by_key[(version, system, DIRECTIONS[0])]
             subset = f"{r['n_subsets']} x {r['subset_size']} of {r['n_test']}"
-            lines.append(f"| {VERSION_TITLES[version]} | {system} | " + " | ".join(cells) + f" | {subset} |")
-    return "\n".join(lines) + "\n"
+            label = f"{CHANCE} ({RANDOM_RANKING})" if system == CHANCE else system
+            lines.append(f"| {VERSION_TITLES[version]} | {label} | " + " | ".join(cells) + f" | {subset} |")
+            warning = metrics.reduced_protocol(int(r["subset_size"]))
+            if system == CHANCE and warning:
+                notes.append(f"**Warning, {VERSION_TITLES[version]}:** {warning}.")
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
 def table4_markdown(results: pa.Table) -> str:
-    """Rows dataset x system; P/R/F1 from image then from text, as the paper's Table 4; then distances."""
+    """Rows dataset x system (then chance); P/R/F1 from image then from text, as the paper's
+    Table 4; then the shares within 1..2500 km."""
     rows = results.to_pylist()
     by_key = {(r["version"], r["system"], r["input"]): r for r in rows}
-    head = "| Dataset | System | image P | R | F1 | text P | R | F1 |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| Dataset | System | image P | R | F1 | text P | R | F1 | test entities |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     km_columns = [f"within_{km:g}km" for km in metrics.DISTANCE_KM]
     distance = [
         "| Dataset | System | input | " + " | ".join(f"≤ {km:g} km" for km in metrics.DISTANCE_KM) + " |",
         "|---|---|---|" + "---|" * len(km_columns),
     ]
     for version in BENCHMARK_VERSIONS:
-        for system in LOCATION_SYSTEMS:
+        for system in (*LOCATION_SYSTEMS, CHANCE):
             if (version, system, INPUTS[0]) not in by_key:
                 continue
+            label = f"{CHANCE} ({MAJORITY_CELL})" if system == CHANCE else system
             cells = []
             for source in INPUTS:
                 r = by_key[(version, system, source)]
                 cells += [_fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"])]
                 distance.append(
-                    f"| {VERSION_TITLES[version]} | {system} | {source} | "
+                    f"| {VERSION_TITLES[version]} | {label} | {source} | "
                     + " | ".join(_fmt(r[c]) for c in km_columns)
                     + " |"
                 )
-            lines.append(f"| {VERSION_TITLES[version]} | {system} | " + " | ".join(cells) + " |")
+            n_test = by_key[(version, system, INPUTS[0])]["n_test"]
+            lines.append(f"| {VERSION_TITLES[version]} | {label} | " + " | ".join(cells) + f" | {n_test} |")
     return "\n".join(lines) + "\n\nShare of predictions within a distance (predicted cell's mean coordinates):\n\n" + "\n".join(distance) + "\n"
 
 
@@ -214,9 +277,10 @@ def _evaluate_systems(
     systems: dict[str, Task],
     stage: str,
     rows_for: Callable[[str, str, EvaluatedModel], list[dict[str, object]]],
+    chance_for: Callable[[str, "VersionData", EvaluatedModel], list[dict[str, object]]],
     cells: bool = False,
 ) -> list[dict[str, object]]:
-    """Each benchmark version's test split through each system's best checkpoint."""
+    """Each benchmark version's test split through each system's best checkpoint, then chance."""
     rows: list[dict[str, object]] = []
     for version in BENCHMARK_VERSIONS:
         n_cells = tables[CELL_TABLES[version]].num_rows if cells else None
@@ -226,6 +290,10 @@ def _evaluate_systems(
             model = _evaluate(name, tables[name], data, storage, config)
             rows += rows_for(version, system, model)
             context.log.info("%s: %s on %d test entities", name, stage, len(model.test))
+            size = metrics.resolve_subset_size(len(model.test), model.protocol["test_subset_size"], name)
+            if metrics.reduced_protocol(size):
+                context.log.warning("%s: %s", name, metrics.reduced_protocol(size))
+        rows += chance_for(version, data, model)
     return rows
 
 
@@ -270,7 +338,10 @@ def retrieval_results(
 ) -> pa.Table:
     tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
               "class_features": class_features, **inputs}
-    rows = _evaluate_systems(context, config, storage, tables, RETRIEVAL_SYSTEMS, "retrieval_results", retrieval_rows)
+    rows = _evaluate_systems(
+        context, config, storage, tables, RETRIEVAL_SYSTEMS, "retrieval_results", retrieval_rows,
+        lambda version, data, model: chance_retrieval_rows(version, model),
+    )
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.RETRIEVAL_RESULTS), "retrieval_results")
     _publish(context, config, storage, "table_3", "table3_retrieval", table3_markdown(table))
     return table
@@ -307,6 +378,7 @@ def location_results(
         LOCATION_SYSTEMS,
         "location_results",
         lambda version, system, model: location_rows(version, system, model, inputs[CELL_TABLES[version]]),
+        lambda version, data, model: chance_location_rows(version, data, inputs[CELL_TABLES[version]]),
         cells=True,
     )
     table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LOCATION_RESULTS), "location_results")

@@ -161,6 +161,9 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
         protocol = {"test_subset_size": subset_size, "test_subsets": config.test_subsets, "test_seed": config.seed}
         if data.dropouts.num_rows:
             context.log.warning("%s: %d entities without features are left out", name, data.dropouts.num_rows)
+        reduced = metrics.reduced_protocol(subset_size)
+        if reduced:
+            context.log.warning("%s: the test split has %d entities: %s", name, len(data.splits["test"]), reduced)
         with cpu_threads(config.threads):
             result = train(data, task, config.settings(), absolute, extra={"protocol": protocol}, log=context.log)
         table = learning_curve_table(name, version, task, result, relative.as_posix())
@@ -181,7 +184,10 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
                 "dropouts": MetadataValue.json(dict(sorted(reasons.items()))),
                 "dropout_examples": MetadataValue.md(dropout_markdown(data.dropouts)),
                 "test_subset_size": subset_size,
+                "protocol": MetadataValue.text(reduced or f"the paper's: subsets of {subset_size}"),
                 "samples_per_s": round(sum(r.samples_per_s for r in result.history) / len(result.history), 1),
+                "collapsed": MetadataValue.bool(result.collapse is not None),
+                "collapse": MetadataValue.text(result.collapse.message() if result.collapse else "no collapse"),
             }
         )
         return table

@@ -28,25 +28,57 @@ DISTANCE_KM = (1.0, 25.0, 200.0, 750.0, 2500.0)
 EARTH_RADIUS_KM = 6371.0
 
 
+MIN_SUBSET_SIZE = max(RECALL_AT) + 1
+"""Below this R@10 is 1.0 whatever the model does: a subset that small is refused, not scored."""
+
+
 def resolve_subset_size(n_test: int, requested: int | None, what: str) -> int:
     """The subset size to use: the paper's 500 capped at the split, or exactly what was asked.
 
     ``requested=None`` means the paper's protocol (500, fewer only when the test split is
-    smaller). An explicit size larger than the split is a configuration error, raised before
-    anything is trained.
+    smaller: a reduced protocol, which the results mark, see :func:`reduced_protocol`). An
+    explicit size larger than the split, or any size at which R@10 is 1.0 by construction, is an
+    error naming what was asked and what exists, raised before anything is trained.
     """
     if n_test < 1:
         raise ValueError(f"{what}: the test split is empty; nothing to evaluate")
-    if requested is None:
-        return min(DEFAULT_SUBSET_SIZE, n_test)
-    if requested < 1:
+    if requested is not None and requested < 1:
         raise ValueError(f"{what}: test_subset_size must be at least 1, got {requested}")
-    if requested > n_test:
+    if requested is not None and requested > n_test:
         raise ValueError(
             f"{what}: test_subset_size={requested} asks for more test items than the test split "
             f"has ({n_test}); lower it or leave it unset for min({DEFAULT_SUBSET_SIZE}, split size)"
         )
-    return requested
+    size = min(DEFAULT_SUBSET_SIZE, n_test) if requested is None else requested
+    if size < MIN_SUBSET_SIZE:
+        asked = f"test_subset_size={requested}" if requested is not None else f"the protocol's {DEFAULT_SUBSET_SIZE} items"
+        raise ValueError(
+            f"{what}: refusing to evaluate on subsets of {size} items ({asked} asked, the test split has "
+            f"{n_test}): with fewer than {MIN_SUBSET_SIZE} items R@{max(RECALL_AT)} is 1.0 whatever the model "
+            f"does. Build a bigger release or keep more entities (lower T_min keeps more cells, more "
+            f"entities give bigger splits)"
+        )
+    return size
+
+
+def reduced_protocol(size: int) -> str:
+    """A warning for subsets smaller than the paper's, or "" at the paper's size."""
+    if size >= DEFAULT_SUBSET_SIZE:
+        return ""
+    return (
+        f"subsets of {size} items, not the paper's {DEFAULT_SUBSET_SIZE}: medR and R@K are not comparable "
+        f"with the paper's; by chance alone medR is about {(size + 1) / 2:.0f} and R@10 about {min(1.0, 10 / size):.2f}"
+    )
+
+
+def chance_retrieval(size: int, count: int, seed: int) -> dict[str, RetrievalScores]:
+    """A random ranking under the same protocol: ``count`` subsets of ``size`` random similarities."""
+    rng = np.random.default_rng(seed)
+    draws = [rng.random((size, size)) for _ in range(count)]
+    return {
+        "image->text": retrieval_scores([match_ranks(d) for d in draws]),
+        "text->image": retrieval_scores([match_ranks(d.T) for d in draws]),
+    }
 
 
 def subsets(n: int, size: int, count: int, seed: int) -> list[np.ndarray]:

@@ -8,6 +8,13 @@ give the same losses bit for bit. (On CUDA, cuDNN's LSTM kernels may differ in t
 Validation loss is the *unweighted* sum of the task losses, on the validation split with each
 entity's first image and a fixed set of negative pairs, so that it is comparable across epochs
 while the task weights move; the best checkpoint is chosen by it.
+
+Collapse: when every image and text embedding is the same vector, the cosine embedding loss is
+0 on positive pairs and 1 - margin on negative ones, so the retrieval loss sits at
+(1 - margin) x the share of negative pairs (0.45 with half negatives and margin 0.1) whatever
+the data. A retrieval loss within 1% of that value for three epochs in a row means the model
+learnt nothing shared by the two modalities: training logs a warning and the result says so
+(``TrainResult.collapse``), so that a Table 3 built on it cannot pass for a result.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ from pathlib import Path
 import torch
 
 from mlm_pipeline.model.data import SplitData, VersionData
-from mlm_pipeline.model.losses import Objective, sample_pairs
+from mlm_pipeline.model.losses import COSINE_MARGIN, Objective, sample_pairs
 from mlm_pipeline.model.networks import MLMNet, ModelShape
 from mlm_pipeline.model.settings import TrainSettings
-from mlm_pipeline.model.tasks import Task
+from mlm_pipeline.model.tasks import RETRIEVAL, Task
 
 LOG = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 30.0
+COLLAPSE_TOLERANCE = 0.01  # relative distance to the collapse value
+COLLAPSE_EPOCHS = 3
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,48 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
+class Collapse:
+    """Retrieval stuck at the value every-embedding-the-same gives."""
+
+    value: float  # the retrieval loss of collapsed embeddings on this training set
+    epochs: tuple[int, ...]  # the epochs whose retrieval loss was within the tolerance of it
+
+    def message(self) -> str:
+        return (
+            f"retrieval collapsed: the training retrieval loss stayed within {COLLAPSE_TOLERANCE:.0%} of its "
+            f"collapse value {self.value:.4f} (all embeddings equal) in epochs {list(self.epochs)}; "
+            "the image and text features share no signal the model could find"
+        )
+
+
+@dataclass(frozen=True)
 class TrainResult:
     history: list[EpochRecord]
     best_epoch: int
     best_val_loss: float
     checkpoint: Path
     shape: ModelShape
+    collapse: Collapse | None = None
+
+
+def collapse_value(n: int, batch_size: int, margin: float = COSINE_MARGIN) -> float:
+    """The mean retrieval loss over an epoch when all embeddings are equal: (1 - margin) x the
+    share of negative pairs, which ``sample_pairs`` makes floor(B / 2) of each batch of B."""
+    negatives = sum(min(batch_size, n - start) // 2 for start in range(0, n, batch_size))
+    return (1.0 - margin) * negatives / n
+
+
+def find_collapse(history: list[EpochRecord], value: float) -> Collapse | None:
+    """The first run of ``COLLAPSE_EPOCHS`` epochs at the collapse value, with every epoch at it."""
+    at_value = [
+        r.epoch
+        for r in history
+        if RETRIEVAL in r.train_losses and abs(r.train_losses[RETRIEVAL] - value) <= COLLAPSE_TOLERANCE * value
+    ]
+    for i in range(len(at_value) - COLLAPSE_EPOCHS + 1):
+        if at_value[i + COLLAPSE_EPOCHS - 1] - at_value[i] == COLLAPSE_EPOCHS - 1:
+            return Collapse(value, tuple(at_value))
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,4 +272,7 @@ def train(
         )
     if best_epoch == 0:
         raise RuntimeError(f"{task} on {data.version}: the validation loss was never finite; no checkpoint kept")
-    return TrainResult(history, best_epoch, best_val, checkpoint, shape)
+    collapse = find_collapse(history, collapse_value(n, settings.batch_size))
+    if collapse is not None:
+        log.warning("%s on %s: %s", task, data.version, collapse.message())
+    return TrainResult(history, best_epoch, best_val, checkpoint, shape, collapse)
