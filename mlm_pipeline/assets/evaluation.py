@@ -321,7 +321,7 @@ def _model_ins(systems: dict[str, Task]) -> dict[str, AssetIn]:
 
 @asset(
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     group_name=GROUP,
     ins={**_model_ins(RETRIEVAL_SYSTEMS), **{v: AssetIn(key=v) for v in BENCHMARK_VERSIONS}},
     description="Table 3: medR and R@1/5/10, image->text and text->image, multitask vs single-task IR.",
@@ -349,7 +349,7 @@ def retrieval_results(
 
 @asset(
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     group_name=GROUP,
     ins={
         **_model_ins(LOCATION_SYSTEMS),

@@ -78,8 +78,9 @@ class TextFeaturesConfig(Config):
 @multi_asset(
     outs={
         "image_features": AssetOut(
-            description="4096-d image descriptors (Places365 + geolocation ResNets, 2048 each) for every "
-            "image of MLM-irle's entities (schemas.IMAGE_FEATURES)."
+            description="4096-d image descriptors (scene + geolocation slots, 2048 each: the paper's Places365 "
+            "and GeoEstimation ResNets from their checkpoints, or offline the packaged EfficientNet-Lite0 and an "
+            "empty slot) for every image of MLM-irle's entities (schemas.IMAGE_FEATURES)."
         ),
         "image_feature_dropouts": AssetOut(
             description="Images that would not decode here, with the decoder's error (schemas.DROPOUTS)."
@@ -87,7 +88,7 @@ class TextFeaturesConfig(Config):
     },
     ins={"images_filtered": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     pool=pools.COMPUTE,
 )
 def image_features(
@@ -149,7 +150,7 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
 @asset(
     ins={"summaries": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     pool=pools.COMPUTE,
     description="One vector per summary (entity, language) of MLM-irle: 500-character chunks on word "
     "boundaries, token vectors mean-pooled per chunk, chunk vectors averaged.",
@@ -169,7 +170,7 @@ def text_features(
 @asset(
     ins={"entities": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     pool=pools.COMPUTE,
     description="One vector per triple class of MLM-irle's entities: its English label through the text encoder.",
 )

@@ -133,7 +133,7 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
     @asset(
         name=name,
         partitions_def=release_partitions,
-        code_version="1",
+        code_version="2",
         group_name=GROUP,
         ins={"version_table": AssetIn(key=version), "cells": AssetIn(key=CELL_TABLES[version])},
         description=f"{TASK_TITLES[task]} model trained on {version}: learning curve, best checkpoint.",
