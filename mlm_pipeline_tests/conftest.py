@@ -32,3 +32,14 @@ def dagster_instance(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("dagster_home")
     with instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Small models on a shared two-core machine: a second intra-op thread only adds contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -35,12 +35,7 @@ QUICK = TrainSettings(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _split(z_image: np.ndarray, z_text: np.ndarray, cells: np.ndarray, rng: np.random.Generator, mix: dict) -> SplitData:

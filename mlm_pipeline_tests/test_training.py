@@ -28,13 +28,7 @@ FAST = TrainSettings(epochs=4, batch_size=32, lr=3e-3, emb_dim=32, seed=7)
 RELEASE = "2026-01-05"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second intra-op thread only adds contention on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
