@@ -118,7 +118,7 @@ def test_identical_inputs_collapse_and_training_says_so(tmp_path: Path, caplog: 
     settings = TrainSettings(epochs=4, batch_size=128, emb_dim=32, lr=1e-3, seed=3, device="cpu")
     with caplog.at_level("WARNING"):
         result = train(collapsed, "ir", settings, tmp_path / "best.pt")
-    assert result.collapse is not None and result.collapse.epochs == (1, 2, 3, 4)
+    assert result.collapse is not None and result.collapse.epochs == (1, 2, 3, 4) and result.collapse.ended_collapsed
     assert result.collapse.value == pytest.approx(0.45)  # (1 - margin 0.1) x half the pairs negative
     assert "retrieval collapsed" in caplog.text
     assert train(planted(shared=True), "ir", settings, tmp_path / "ok.pt").collapse is None
@@ -134,4 +134,6 @@ def test_collapse_needs_three_epochs_in_a_row_within_one_percent() -> None:
     near, far = value * 1.009, value * 1.02
     assert find_collapse(history([near] * COLLAPSE_EPOCHS), value) is not None
     assert find_collapse(history([near, near, far, near, near]), value) is None
-    assert find_collapse(history([far, near, near, near, 0.2]), value).epochs == (2, 3, 4)  # type: ignore[union-attr]
+    left = find_collapse(history([far, near, near, near, 0.2]), value)
+    assert left is not None and left.epochs == (2, 3, 4) and not left.ended_collapsed  # a slow start
+    assert "left it afterwards" in left.message()

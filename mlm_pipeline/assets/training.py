@@ -186,7 +186,7 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
                 "test_subset_size": subset_size,
                 "protocol": MetadataValue.text(reduced or f"the paper's: subsets of {subset_size}"),
                 "samples_per_s": round(sum(r.samples_per_s for r in result.history) / len(result.history), 1),
-                "collapsed": MetadataValue.bool(result.collapse is not None),
+                "collapsed": MetadataValue.bool(result.collapse is not None and result.collapse.ended_collapsed),
                 "collapse": MetadataValue.text(result.collapse.message() if result.collapse else "no collapse"),
             }
         )

@@ -14,7 +14,8 @@ Collapse: when every image and text embedding is the same vector, the cosine emb
 (1 - margin) x the share of negative pairs (0.45 with half negatives and margin 0.1) whatever
 the data. A retrieval loss within 1% of that value for three epochs in a row means the model
 learnt nothing shared by the two modalities: training logs a warning and the result says so
-(``TrainResult.collapse``), so that a Table 3 built on it cannot pass for a result.
+(``TrainResult.collapse``), so that a Table 3 built on it cannot pass for a result. A model that
+starts at that plateau and leaves it later is reported as such, not as collapsed.
 """
 
 from __future__ import annotations
@@ -57,17 +58,25 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class Collapse:
-    """Retrieval stuck at the value every-embedding-the-same gives."""
+    """Retrieval at the value every-embedding-the-same gives, for ``COLLAPSE_EPOCHS`` epochs or more."""
 
     value: float  # the retrieval loss of collapsed embeddings on this training set
     epochs: tuple[int, ...]  # the epochs whose retrieval loss was within the tolerance of it
+    last_epoch: int  # the last epoch trained
+
+    @property
+    def ended_collapsed(self) -> bool:
+        """Still there at the end: the model learnt nothing the two modalities share."""
+        return self.epochs[-1] == self.last_epoch
 
     def message(self) -> str:
-        return (
-            f"retrieval collapsed: the training retrieval loss stayed within {COLLAPSE_TOLERANCE:.0%} of its "
-            f"collapse value {self.value:.4f} (all embeddings equal) in epochs {list(self.epochs)}; "
-            "the image and text features share no signal the model could find"
+        plateau = (
+            f"the training retrieval loss stayed within {COLLAPSE_TOLERANCE:.0%} of its collapse value "
+            f"{self.value:.4f} (all embeddings equal) in epochs {list(self.epochs)}"
         )
+        if self.ended_collapsed:
+            return f"retrieval collapsed: {plateau}; the image and text features share no signal the model found"
+        return f"retrieval started collapsed: {plateau}, and left it afterwards (more epochs may still help)"
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ def find_collapse(history: list[EpochRecord], value: float) -> Collapse | None:
     ]
     for i in range(len(at_value) - COLLAPSE_EPOCHS + 1):
         if at_value[i + COLLAPSE_EPOCHS - 1] - at_value[i] == COLLAPSE_EPOCHS - 1:
-            return Collapse(value, tuple(at_value))
+            return Collapse(value, tuple(at_value), history[-1].epoch)
     return None
 
 
@@ -200,7 +209,9 @@ def train(
     )
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    objective = Objective(MLMNet(shape)).to(device)
+    net = MLMNet(shape)
+    net.fit_image_statistics(train_split.images)
+    objective = Objective(net).to(device)
     optimiser = torch.optim.Adam(objective.parameters(), lr=settings.lr)
     check_optimised(objective, optimiser)
     train_split, val_split = train_split.to(device), val_split.to(device)

@@ -4,7 +4,8 @@ Photographs are drawn scenes of the place's scenery (scenery.py), the meaning th
 its summaries: the sea and a beach on the coast, snow-capped peaks in the mountains, a river or
 a lake, forest, fields, desert or snow, a skyline of towers, a town's houses or a village's few,
 the place's landmark in front (church, castle, bridge, lighthouse, harbour, windmill, tower),
-and in most photographs the country's flag on a pole; sky and light follow the climate band.
+and in most photographs the country's flag on a pole; sky, ground tint and trees (palms, olive
+trees, broad-leaved trees, conifers) follow the climate band.
 The viewpoint (horizon, where things stand, which side the sea is on) follows a hash of the
 file name, so two photographs of one place differ as two photographs would; pixel noise makes
 JPEG sizes look like photos'. Nothing that only this world could carry (an ID, a name, a
@@ -103,6 +104,13 @@ SKIES: dict[str, tuple[Color, Color]] = {
 CLIMATE_SKIES: dict[str, tuple[int, int, int, int]] = {  # weights of day, haze, sunset, overcast
     "tropical": (6, 3, 1, 1), "warm": (7, 2, 1, 0), "temperate": (4, 2, 1, 3), "cold": (2, 2, 1, 5), "polar": (1, 2, 1, 6),
 }  # fmt: skip
+# The climate tints the ground and chooses the trees: lush and palms in the tropics, dry ochre and
+# olive trees where it is warm, broad-leaved trees where it is temperate, conifers where it is cold.
+CLIMATE_TINT: dict[str, tuple[Color, float]] = {
+    "tropical": ((10, 150, 70), 0.4), "warm": ((200, 175, 95), 0.45), "temperate": ((0, 0, 0), 0.0),
+    "cold": ((85, 105, 110), 0.4), "polar": ((0, 0, 0), 0.0),
+}  # fmt: skip
+TREE_COLORS: dict[str, Color] = {"tropical": (20, 130, 50), "warm": (110, 125, 70), "temperate": (40, 100, 40), "cold": (25, 70, 45), "polar": (25, 70, 45)}
 SEA = ((28, 84, 150), (70, 130, 190))
 WATER = (55, 115, 180)
 NEUTRAL = Scenery("temperate", False, False, "", "fields", "village", "", Flag("h3", ((255, 255, 255),) * 3), None)
@@ -136,7 +144,8 @@ def scene(file_name: str, lat: float, lon: float, scenery: Scenery | None = None
     rng = _rng("scene", file_name, f"{lat:.5f}", f"{lon:.5f}")
     sky_name = rng.choices(list(SKIES), weights=CLIMATE_SKIES[sc.climate])[0]
     sky = tuple(_jitter(rng, c, 12) for c in SKIES[sky_name])
-    ground = tuple(_jitter(rng, c, 12) for c in GROUNDS[sc.cover])
+    tint, amount = CLIMATE_TINT[sc.climate]
+    ground = tuple(_jitter(rng, _mix(c, tint, amount), 12) for c in GROUNDS[sc.cover])
     horizon = rng.uniform(0.45, 0.6)
     ranges, colors = [], []
     layers = rng.randint(1, 2) if sc.mountains else rng.randint(1, 3)
@@ -170,11 +179,9 @@ def scene(file_name: str, lat: float, lon: float, scenery: Scenery | None = None
             (rng.uniform(0.0, 0.95), width, rng.uniform(*tall), horizon + rng.uniform(0.01, 0.08), wall, roof)
         )
     buildings.sort(key=lambda b: b[3])  # far ones first
-    n_trees = {"forest": (18, 30), "fields": (0, 4), "desert": (0, 1), "snow": (0, 3)}[sc.cover]
-    conifer = sc.climate in ("cold", "polar") or sc.mountains
+    n_trees = {"forest": (18, 30), "fields": (2, 5), "desert": (1, 3), "snow": (0, 3)}[sc.cover]
     trees = tuple(
-        (rng.uniform(0, 1), horizon + rng.uniform(0.02, 0.4), rng.uniform(0.04, 0.09),
-         _jitter(rng, (25, 75, 35) if conifer else (40, 100, 40), 15))
+        (rng.uniform(0, 1), horizon + rng.uniform(0.02, 0.4), rng.uniform(0.04, 0.09), _jitter(rng, TREE_COLORS[sc.climate], 15))
         for _ in range(rng.randint(*n_trees))
     )
     sun = None
@@ -361,9 +368,17 @@ def draw_photo(file_name: str, lat: float, lon: float, width: int, height: int, 
         for wx in (x0 + win, x1 - 2 * win):
             draw.rectangle([wx, top + (bottom - top) * 0.3, wx + win, top + (bottom - top) * 0.3 + win], fill=(60, 70, 90))
     for x, base, size, color in sorted(sc.trees, key=lambda t: t[1]):
+        if place.climate == "tropical":  # palms: a tall thin trunk, fronds hanging from its top
+            top = (x * w, (base - size * 2.2) * h)
+            draw.line([(x * w, base * h), top], fill=(120, 90, 50), width=max(1, int(size * w * 0.12)))
+            for dx, dy in ((-0.6, 0.35), (-0.35, -0.1), (0.0, -0.25), (0.35, -0.1), (0.6, 0.35)):
+                draw.line([top, (top[0] + dx * size * w, top[1] + dy * size * h * 1.5)], fill=color, width=max(1, int(size * w * 0.15)))
+            continue
         draw.rectangle([(x - size * 0.08) * w, (base - size) * h, (x + size * 0.08) * w, base * h], fill=(90, 60, 40))
         if place.climate in ("cold", "polar") or place.mountains:
             draw.polygon([((x - size / 2) * w, (base - size * 0.5) * h), (x * w, (base - size * 2.0) * h), ((x + size / 2) * w, (base - size * 0.5) * h)], fill=color)
+        elif place.climate == "warm":  # olive trees: low, wide, grey-green
+            draw.ellipse([(x - size * 0.6) * w, (base - size * 1.2) * h, (x + size * 0.6) * w, (base - size * 0.6) * h], fill=color)
         else:
             draw.ellipse([(x - size / 2) * w, (base - size * 1.6) * h, (x + size / 2) * w, (base - size * 0.6) * h], fill=color)
     if place.landmark:

@@ -12,7 +12,7 @@ command leaves it) and prints:
   on the same entities (those with an English summary) and the same split: medR both ways on
   the test split and location F1 from image and text, with the chance figures beside.
 
-    .venv/bin/python benchmarks/signal.py [--release 2026-01-05] [--data mlm_data] [--skip-languages]
+    .venv/bin/python benchmarks/shared_meaning.py [--release 2026-01-05] [--data mlm_data] [--skip-languages]
 
 The attributes come from the embedded world the release was built from (``MLM_WORLD_SIZE``,
 ``MLM_WORLD_SEED``, ``MLM_WORLD_VERSION``, as for the main command).
