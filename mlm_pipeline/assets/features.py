@@ -15,7 +15,14 @@ from pydantic import Field
 
 from mlm_pipeline import pools
 from mlm_pipeline.config_rules import Device, ExistingPath
-from mlm_pipeline.encoders.settings import MAX_CHUNK_CHARS, OFFLINE_INPUT_SIZE, BranchSpec, CheckpointFormat, ResNetArch
+from mlm_pipeline.encoders.settings import (
+    MAX_CHUNK_CHARS,
+    OFFLINE_INPUT_SIZE,
+    BranchSpec,
+    CheckpointFormat,
+    ResNetArch,
+    branch_specs,
+)
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 
@@ -46,14 +53,7 @@ class ImageFeaturesConfig(Config):
     device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
     def branches(self) -> list[BranchSpec]:
-        def spec(slot: str, checkpoint: str, fmt: str, arch: str, offline: str) -> BranchSpec:
-            size = self.image_size if checkpoint else self.offline_image_size
-            return BranchSpec(slot, checkpoint, fmt, arch, size, self.trust_checkpoints, offline)
-
-        return [
-            spec("places365", self.places_checkpoint, self.places_format, self.places_arch, "efficientnet-lite0"),
-            spec("geolocation", self.geo_checkpoint, self.geo_format, self.geo_arch, "none"),
-        ]
+        return branch_specs(**self.model_dump())
 
 
 class TextFeaturesConfig(Config):

@@ -33,3 +33,29 @@ class BranchSpec:
     input_size: int = 224
     trust: bool = False
     offline: str = "none"  # without a checkpoint: efficientnet-lite0 (pretrained, packaged) or none (zeros)
+
+
+def branch_specs(
+    *,
+    places_checkpoint: str = "",
+    places_format: str = "torchvision",
+    places_arch: str = "resnet50",
+    geo_checkpoint: str = "",
+    geo_format: str = "lightning",
+    geo_arch: str = "resnet50",
+    trust_checkpoints: bool = False,
+    image_size: int = 224,
+    offline_image_size: int = OFFLINE_INPUT_SIZE,
+    **_: object,
+) -> list[BranchSpec]:
+    """The two slots from ``image_features`` settings (the asset's config, or the settings a
+    release recorded in its metadata: other keys are ignored): a slot without a checkpoint gets
+    its offline default, EfficientNet-Lite0 for the scene slot, nothing for the geolocation one."""
+
+    def spec(slot: str, checkpoint: str, fmt: str, arch: str, offline: str) -> BranchSpec:
+        return BranchSpec(slot, checkpoint, fmt, arch, image_size if checkpoint else offline_image_size, trust_checkpoints, offline)
+
+    return [
+        spec("places365", places_checkpoint, places_format, places_arch, "efficientnet-lite0"),
+        spec("geolocation", geo_checkpoint, geo_format, geo_arch, "none"),
+    ]
