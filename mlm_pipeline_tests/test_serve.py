@@ -155,8 +155,9 @@ def test_serve_listens_on_loopback_and_health_names_the_release_and_its_encoders
     assert health["release"] == served.release and health["model"] == "model_multitask_mlm_irle"
     assert (health["images"], health["texts"]) == (kinds.count("image"), kinds.count("text"))
     assert health["cells"] == served.table("geo_cells").num_rows
-    assert health["encoders"]["text"]["layers"] == "2 of 6"  # text_features' recorded setting, not the model's 6
-    assert health["encoders"]["image"]["dims"] == 4096
+    text, image = health["encoders"]["text"], health["encoders"]["image"]
+    assert text["dims"] == 512 and text["pretrained"] and text["weights"][0]["sha256"]  # text_features' recorded encoder
+    assert image["dims"] == 4096 and image["branches"][0]["encoder"] == "efficientnet-lite0 (ImageNet)"
 
 
 def test_queries_are_encoded_as_the_release_encoded_its_features(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
