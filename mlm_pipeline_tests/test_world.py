@@ -249,7 +249,7 @@ def test_one_query_at_a_time_per_client(tiny_world: World) -> None:
             threading.Event().wait(0.01)
         threading.Event().wait(0.1)
         second = requests.get(url, params={"query": "ASK { ?s ?p ?o }"}, headers=UA, timeout=10)
-        other = requests.get(url, params={"query": "ASK { ?s ?p ?o }"}, headers={"User-Agent": "another/1"}, timeout=10)
+        other = requests.get(url, params={"query": "ASK { ?s ?p ?o }"}, headers={"User-Agent": "another/1 (https://example.org/other)"}, timeout=10)
         slow.join()
         assert second.status_code == 429 and "Retry-After" in second.headers
         assert other.status_code == 200

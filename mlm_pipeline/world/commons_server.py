@@ -30,10 +30,12 @@
 
 Rules (see :mod:`mlm_pipeline.world.wiki_server`, which holds the shared handling): 403 for a
 missing, browser-like or generic User-Agent; at most ``MEDIA_CONCURRENCY`` media requests
-(file paths, thumbnails, originals together) and ``API_CONCURRENCY`` API requests in flight per
-client, else 429 with Retry-After; 429 for non-standard thumbnail widths. Each breach counts in
-``violations`` and ``violation:<kind>`` (``user_agent``, ``concurrency``, ``thumb_width``,
-``retry_after``). Faults: every kind of the plan; ``corrupt`` keeps an image's magic bytes and
+(file paths, thumbnails, originals together) and ``API_CONCURRENCY`` (one) API request in flight
+per client, else 429 with Retry-After; ``maxlag`` on every API request; 429 *without*
+Retry-After for non-standard thumbnail widths, as upload.wikimedia.org answers them (waiting
+does not help). Each breach counts in ``violations`` and ``violation:<kind>`` (``user_agent``,
+``concurrency``, ``maxlag``, ``thumb_width``, ``retry_after``). Faults: every kind of the plan
+but ``redirect``; ``corrupt`` keeps an image's magic bytes and
 destroys the rest, ``oversize`` answers with a decompression bomb (a few KB that declare
 50,000 x 50,000 pixels), the multi-megapixel original, or the image padded to
 ``OVERSIZE_BYTES``, ``redirect_loop`` sends ``Special:FilePath`` round in a circle.
@@ -58,7 +60,9 @@ from mlm_pipeline.world.faults import FaultPlan
 from mlm_pipeline.world.serving import RunningServer, start_server
 from mlm_pipeline.world.wiki_server import (
     API_CONCURRENCY,
+    API_FAULTS,
     MAX_TITLES,
+    OVERSIZE_BYTES,
     Reply,
     Route,
     RuleServerHandler,
@@ -71,12 +75,10 @@ from mlm_pipeline.world.wiki_server import (
 
 STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
 MEDIA_CONCURRENCY = 2  # Wikimedia's limit for media downloads per client
-OVERSIZE_BYTES = 32 * 1024 * 1024
 BOMB_SIDE = 50_000
 MIME = {"jpeg": "image/jpeg", "png": "image/png", "svg": "image/svg+xml", "gif": "image/gif", "webp": "image/webp", "tiff": "image/tiff"}
 FORMAT_OF_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "png", ".svg": "svg", ".gif": "gif", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
 MEDIA_FAULTS = ("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "oversize", "garbage")
-API_FAULTS = ("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop", "garbage")
 URL_SAFE = "()!,;:@$*'"
 
 LICENSES: dict[str, dict[str, str]] = {
@@ -267,7 +269,7 @@ class CommonsHandler(RuleServerHandler):
         if loop is not None:
             return loop
         if path == "/w/api.php":
-            return Route("api", api_key("commons/api", params), lambda: self._api(params), API_FAULTS)
+            return Route("api", api_key("commons/api", params), lambda: self._api(params), API_FAULTS, action_api=True)
         prefix = "/wiki/Special:FilePath/"
         if path.startswith(prefix):
             return self._filepath(unquote(path[len(prefix):]), params)
@@ -334,9 +336,7 @@ class CommonsHandler(RuleServerHandler):
 
     def _nonstandard(self, width: int) -> Reply:
         self._violation("thumb_width")
-        reply = error_page(429, f"Use thumbnail steps listed on https://w.wiki/GHai ({width}px is not one of them).")
-        reply.headers["Retry-After"] = "1"
-        return reply
+        return error_page(429, f"Use thumbnail steps listed on https://w.wiki/GHai ({width}px is not one of them).")
 
     def _original(self, a: str, ab: str, name: str) -> Route | Reply:
         found = self._checked(a, ab, name)

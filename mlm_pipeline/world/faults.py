@@ -29,6 +29,10 @@ are ignored by it):
 - ``redirect_loop``: a redirect to itself, forever.
 - ``oversize``: an answer far larger than asked for (e.g. an original instead of a thumbnail).
 - ``garbage``: a 200 whose body is not the expected format at all.
+- ``maxlag``: (MediaWiki Action API) the ``maxlag`` error a lagged wiki gives a client that sent
+  ``maxlag``: HTTP 200, error code ``maxlag``, ``Retry-After`` and ``X-Database-Lag`` headers.
+- ``redirect``: (SPARQL) a redirect to the same endpoint under another URL, as a moved or
+  load-balanced service answers; a POST query must be sent again there, not turned into a GET.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "redirect_loop",
     "oversize",
     "garbage",
+    "maxlag",  # kinds are drawn in this order: new ones go last, so older plans draw as before
+    "redirect",
 )
 SETTINGS: dict[str, float] = {"latency": 0.0, "seed": 0, "retry_after": 1.0, "hang": 3.0}
 

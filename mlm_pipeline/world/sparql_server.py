@@ -2,14 +2,16 @@
 
 Behaviour a client must cope with on the real service is reproduced on purpose:
 
-- no ``User-Agent``: 403, as Wikimedia answers anonymous clients;
+- a User-Agent against Wikimedia's policy (missing, browser-like, generic, without a contact):
+  403 with the policy's text, counted as ``forbidden``;
 - a second query from the same client (User-Agent) while one is running: 429 with
   ``Retry-After`` (WDQS allows one query at a time per client), counted as a ``violations``;
 - a syntax error: 400 with the parser's message in a text body;
 - a federated query (``SERVICE``): 400, never executed: the engine would fetch any URL it names,
   so a page in a local browser could make the endpoint request any address (``federated``);
 - faults from the :class:`~mlm_pipeline.world.faults.FaultPlan` (key: the query text), so a
-  retried query meets a fresh draw.
+  retried query meets a fresh draw; ``redirect`` sends the query elsewhere (301, 302, 303, 307
+  or 308 to ``/sparql?moved=1``, the same endpoint), where a POST query must be posted again.
 
 Counters (``RunningServer.counters``): ``requests``, ``queries`` (answered), ``errors_400``,
 ``forbidden``, ``violations``, ``faults`` and ``fault:<kind>``.
@@ -27,9 +29,11 @@ from pyoxigraph import QueryBoolean, QueryResultsFormat, QuerySolutions, RdfForm
 
 from mlm_pipeline.world.faults import FaultPlan
 from mlm_pipeline.world.serving import RunningServer, start_server
+from mlm_pipeline.world.wiki_server import FORBIDDEN_BODY, user_agent_problem
 
 PATH = "/sparql"
-SPARQL_FAULTS = ("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop", "garbage")
+SPARQL_FAULTS = ("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop", "garbage",
+                 "redirect")
 RESULTS_JSON = "application/sparql-results+json"
 
 # What can hold the word SERVICE without being the keyword: comments, strings, IRIs, variables
@@ -110,9 +114,9 @@ class SparqlHandler(BaseHTTPRequestHandler):
         running, state = self.running, self.state
         running.count("requests")
         agent = self.headers.get("User-Agent", "").strip()
-        if not agent:
+        if user_agent_problem(agent):
             running.count("forbidden")
-            return self._send(403, b"Please set a user-agent and respect our robot policy.", "text/plain")
+            return self._send(403, FORBIDDEN_BODY, "text/plain")
         if not query:
             running.count("errors_400")
             return self._send(400, b"no query given (parameter 'query')", "text/plain")
@@ -161,6 +165,10 @@ class SparqlHandler(BaseHTTPRequestHandler):
             return
         if fault == "redirect_loop":
             return self._send(302, b"", "text/plain", {"Location": self.path})
+        if fault == "redirect":
+            status = int(plan.pick("sparql", key, [301, 302, 303, 307, 308]))  # type: ignore[call-overload]
+            moved = self.path + ("&" if "?" in self.path else "?") + "moved=1"
+            return self._send(status, b"", "text/plain", {"Location": moved})
         try:
             body, content_type = self._execute(query)
         except SyntaxError as error:

@@ -13,18 +13,24 @@ resolved with ``redirects=1`` and reported in ``query.redirects``; pages that do
 marked ``missing``; invalid titles marked ``invalid``. Extracts are the world's intro texts
 (:mod:`mlm_pipeline.world.texts`) or, for a world made from a person's files, their summaries.
 
-Wikimedia's rules for clients are enforced as the real services do, and every breach is
-counted (``violations`` and ``violation:<kind>``) so that tests can assert the pipeline causes
-none:
+Wikimedia's rules for clients (User-Agent policy, API:Etiquette, Manual:Maxlag_parameter) are
+enforced as the real services do, and every breach is counted (``violations`` and
+``violation:<kind>``) so that tests can assert the pipeline causes none:
 
 - ``user_agent``: a missing, browser-like (``Mozilla/...``) or generic library User-Agent, or
-  one without contact information, gets 403;
-- ``concurrency``: more than ``API_CONCURRENCY`` requests in flight per client (User-Agent and
-  IP) and language get 429 with ``Retry-After``;
-- ``retry_after``: asking for the same thing again before a ``Retry-After`` has run out.
+  one without contact information, gets 403 with Wikimedia's text naming the User-Agent policy;
+- ``concurrency``: a second Action API request from one client (User-Agent and IP) to one wiki
+  while the first is in flight (the etiquette: "make your requests in series") gets 429 with
+  ``Retry-After``, as does a media request beyond the media limit (Commons);
+- ``maxlag``: an Action API request without the ``maxlag`` parameter (Wikimedia asks every
+  non-interactive client to send ``maxlag=5``); it is answered all the same;
+- ``retry_after``: asking for the same thing again before a ``Retry-After`` (of a 429 or a
+  ``maxlag`` error) has run out.
 
 Faults from a :class:`~mlm_pipeline.world.faults.FaultPlan` are injected after the rules are
-checked (counted as ``faults`` and ``fault:<kind>``). Other counters: ``requests``,
+checked (counted as ``faults`` and ``fault:<kind>``); the Action API can also be lagged
+(``maxlag``: the documented error with ``Retry-After`` and ``X-Database-Lag``) and answer far too
+much (``oversize``: the JSON padded past ``OVERSIZE_BYTES``). Other counters: ``requests``,
 ``status:<code>``, ``served:<endpoint>``, ``api:titles`` (titles asked for),
 ``max_inflight:<bucket>``. :func:`served_counts` gives how often each request key was answered
 with a 200, for tests that check nothing is fetched twice.
@@ -54,10 +60,14 @@ from mlm_pipeline.world.imagegen import corrupted
 from mlm_pipeline.world.serving import RunningServer, start_server
 from mlm_pipeline.world.texts import LANGS, PlaceFacts, full_text, intro
 
-API_CONCURRENCY = 2  # requests in flight per client and wiki (the real advice is "in series")
+API_CONCURRENCY = 1  # Action API requests in flight per client and wiki: "in series", says API:Etiquette
 MAX_TITLES = 50  # the Action API's limit for ordinary clients
+OVERSIZE_BYTES = 32 * 1024 * 1024  # an oversized answer: past every client's default size limit
+LAG_S = 7  # the replication lag a ``maxlag`` fault reports: over the maxlag=5 clients send
 EXTRACTS_LIMIT = 20  # TextExtracts' exlimit maximum for intro extracts
 HTTP5XX = [500, 502, 503, 504]
+API_FAULTS = ("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop", "oversize",
+              "garbage", "maxlag")
 FORBIDDEN_BODY = (
     b"Please set a user-agent and respect our robot policy https://w.wiki/4wJS. "
     b"See also https://meta.wikimedia.org/wiki/User-Agent_policy\n"
@@ -124,6 +134,7 @@ class Route:
     key: str
     answer: Callable[[], Reply]
     fault_kinds: tuple[str, ...]  # the faults this endpoint can suffer
+    action_api: bool = False  # an ``api.php`` request: the API's etiquette (maxlag) applies
 
 
 class RuleState:
@@ -223,6 +234,8 @@ class RuleServerHandler(BaseHTTPRequestHandler):
                 peak = self.state.inflight[bucket_key]
         if early:
             self._violation("retry_after")
+        if target.action_api and "maxlag" not in params:
+            self._violation("maxlag")
         if over:
             self._violation("concurrency")
             self._write(self._too_many(client, target.key, "concurrency"), head=head)
@@ -271,12 +284,24 @@ class RuleServerHandler(BaseHTTPRequestHandler):
         self.running.count("violations")
         self.running.count(f"violation:{kind}")
 
-    def _too_many(self, client: str, key: str, why: str) -> Reply:
+    def _quiet(self, client: str, key: str) -> str:
+        """Ask this client not to repeat ``key`` for the plan's ``retry_after``; the header value."""
         seconds = self.state.plan.retry_after
         with self.state.lock:
             self.state.quiet_until[(client, key)] = time.monotonic() + seconds
+        return str(int(math.ceil(seconds)))
+
+    def _too_many(self, client: str, key: str, why: str) -> Reply:
         reply = error_page(429, f"Too many requests ({why}). Please respect Retry-After.")
-        reply.headers["Retry-After"] = str(int(math.ceil(seconds)))
+        reply.headers["Retry-After"] = self._quiet(client, key)
+        return reply
+
+    def _lagged(self, client: str, key: str) -> Reply:
+        """The Action API's answer while replicas lag more than the client's ``maxlag``: HTTP 200."""
+        host = f"db{1000 + int(hashlib.blake2b(key.encode(), digest_size=2).hexdigest(), 16) % 200}"
+        info = f"Waiting for {host}: {LAG_S} seconds lagged."
+        reply = json_reply({"error": {"code": "maxlag", "info": info, "host": host, "lag": LAG_S}}, "")
+        reply.headers.update({"Retry-After": self._quiet(client, key), "X-Database-Lag": str(LAG_S)})
         return reply
 
     def _hang(self, seconds: float) -> None:
@@ -290,6 +315,8 @@ class RuleServerHandler(BaseHTTPRequestHandler):
         plan, name = self.state.plan, self.state.name
         if fault == "http429":
             return self._too_many(client, target.key, "injected")
+        if fault == "maxlag":
+            return self._lagged(client, target.key)
         if fault == "http5xx":
             status = int(plan.pick(name, target.key, HTTP5XX))  # type: ignore[call-overload]
             return error_page(status, "Our servers are currently under maintenance or experiencing a technical problem.")
@@ -312,6 +339,8 @@ class RuleServerHandler(BaseHTTPRequestHandler):
         """``corrupt`` / ``oversize`` for this server's kinds of answers (subclasses add images)."""
         if fault == "corrupt" and reply.body:
             return Reply(reply.status, corrupted(reply.body, target.key), reply.content_type, dict(reply.headers))
+        if fault == "oversize" and reply.kind == "json":  # still valid JSON, just far too much of it
+            return Reply(reply.status, reply.body + b" " * OVERSIZE_BYTES, reply.content_type, dict(reply.headers))
         return reply
 
     def loop_reply(self, path: str) -> Reply | None:
@@ -584,7 +613,8 @@ class WikiHandler(RuleServerHandler):
             bucket=f"api:{lang}",
             key=api_key(f"{lang}/api", params),
             answer=lambda: self._answer(lang, params),
-            fault_kinds=("http429", "http5xx", "timeout", "truncate", "corrupt", "content_type", "redirect_loop", "garbage"),
+            fault_kinds=API_FAULTS,
+            action_api=True,
         )
 
     def _answer(self, lang: str, params: dict[str, str]) -> Reply:
