@@ -25,7 +25,6 @@ from mlm_pipeline.sparql.client import (
     SparqlClient,
     TransientFailure,
     parse_results,
-    parse_retry_after,
 )
 from mlm_pipeline.sparql.closure import fetch_closure
 from mlm_pipeline.sparql.extraction import ExtractionSettings
@@ -51,6 +50,7 @@ class Endpoint:
         self.store.load(TTL.encode(), format=ox.RdfFormat.TURTLE)
         self.script: list[str] = []
         self.agents: list[str] = []
+        self.calls: list[tuple[str, str, str | None]] = []  # method, path, the query it carried
         self.in_flight = 0
         self.most_in_flight = 0
         self.lock = threading.Lock()
@@ -86,11 +86,19 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_GET(self) -> None:  # what a client that turns a redirected POST into a GET sends
+            self.server.running.count("requests")  # type: ignore[attr-defined]
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("query", [None])[0]
+            with endpoint.lock:
+                endpoint.calls.append(("GET", self.path, query))
+            self.send(400, b"no query given (parameter 'query')", "text/plain")
+
         def do_POST(self) -> None:
             self.server.running.count("requests")  # type: ignore[attr-defined]
             length = int(self.headers.get("Content-Length", 0))
             query = urllib.parse.parse_qs(self.rfile.read(length).decode())["query"][0]
             with endpoint.lock:
+                endpoint.calls.append(("POST", self.path, query))
                 endpoint.agents.append(self.headers.get("User-Agent", ""))
                 action = endpoint.script.pop(0) if endpoint.script else "ok"
             if not action.startswith("ok"):
@@ -120,6 +128,10 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
                 self.send(200, body, json_type)
             elif kind == "429":
                 self.send(429, b"slow down", "text/plain", {"Retry-After": arg})
+            elif kind == "redirect":  # the endpoint moved (or a balancer sends us on)
+                self.send(int(arg), b"", "text/plain", {"Location": "/sparql?moved=1"})
+            elif kind == "403agent":
+                self.send(403, b"Please set a user-agent and respect our robot policy https://w.wiki/4wJS.", "text/plain")
             elif kind in ("500", "502", "503", "504"):
                 self.send(int(kind), b"busy", "text/html")
             elif kind == "timeout":
@@ -169,7 +181,7 @@ def endpoint(served_endpoint: Endpoint) -> Endpoint:
     ep = served_endpoint
     assert ep.server is not None
     with ep.lock, ep.server.lock:
-        ep.script, ep.agents, ep.most_in_flight = [], [], 0
+        ep.script, ep.agents, ep.calls, ep.most_in_flight = [], [], [], 0
         ep.server.counters.clear()
     return ep
 
@@ -284,13 +296,56 @@ def test_queries_go_one_at_a_time_with_the_agent_given(endpoint: Endpoint) -> No
     assert set(endpoint.agents) == {"mlm-pipeline-test/0 (test@example.org)"}
 
 
-def test_retry_after_parsing() -> None:
-    now = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
-    assert parse_retry_after("120", now) == 120.0
-    assert parse_retry_after("Mon, 05 Jan 2026 12:00:30 GMT", now) == 30.0
-    assert parse_retry_after("Mon, 05 Jan 2026 11:00:00 GMT", now) == 0.0
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after(None, now) is None
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirected_query_is_posted_again_where_the_redirect_points(endpoint: Endpoint, status: int) -> None:
+    endpoint.script = [f"redirect:{status}", "ok"]
+    with client_for(endpoint) as client:
+        rows = client.select(EDGES)
+    assert edges(rows) == expected_edges(endpoint)
+    assert endpoint.calls == [("POST", "/sparql", EDGES.text), ("POST", "/sparql?moved=1", EDGES.text)]
+    assert client.stats.redirects == 1 and client.stats.retries == 0
+
+
+def test_redirects_are_followed_a_bounded_number_of_times(endpoint: Endpoint) -> None:
+    endpoint.script = ["redirect:302"] * 20
+    with client_for(endpoint, max_attempts=2, max_redirects=2) as client, pytest.raises(QueryFailed) as failure:
+        client.select(EDGES)
+    assert "more than 2 redirects" in str(failure.value) and EDGES.label in str(failure.value)
+    assert endpoint.requests == 2 * 3 and all(method == "POST" for method, _, _ in endpoint.calls)
+
+
+def test_a_refused_user_agent_is_named(endpoint: Endpoint) -> None:
+    endpoint.script = ["403agent"]
+    with client_for(endpoint) as client, pytest.raises(QueryFailed) as failure:
+        client.select(EDGES)
+    message = str(failure.value)
+    assert "mlm-pipeline-test/0 (test@example.org)" in message and "MLM_CONTACT" in message
+    assert "the query or the endpoint URL is wrong" not in message and endpoint.requests == 1
+
+
+def test_sparqlwrapper_keeps_retry_after_but_loses_a_redirected_post_query(endpoint: Endpoint) -> None:
+    """Why the client is not built on SPARQLWrapper: a 429 keeps its Retry-After (urllib's
+    HTTPError carries the headers), but urllib turns a POST that meets a 302 into a GET without
+    the query, so the server's 400 for the lost query reads as a malformed query."""
+    from urllib.error import HTTPError
+
+    from SPARQLWrapper import JSON, POST, SPARQLWrapper
+    from SPARQLWrapper.SPARQLExceptions import QueryBadFormed
+
+    from mlm_pipeline.backoff import parse_retry_after
+
+    wrapper = SPARQLWrapper(endpoint.url, agent="mlm-pipeline-test/0 (test@example.org)")
+    wrapper.setMethod(POST)
+    wrapper.setReturnFormat(JSON)
+    wrapper.setQuery(EDGES.text)
+    endpoint.script = ["429:7"]
+    with pytest.raises(HTTPError) as throttled:
+        wrapper.query()
+    assert throttled.value.code == 429 and parse_retry_after(throttled.value.headers["Retry-After"]) == 7.0
+    endpoint.script = ["redirect:302"]
+    with pytest.raises(QueryBadFormed):
+        wrapper.query()
+    assert [(method, query) for method, _, query in endpoint.calls[1:]] == [("POST", EDGES.text), ("GET", None)]
 
 
 def test_results_must_be_complete_and_well_formed() -> None:

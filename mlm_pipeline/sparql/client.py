@@ -1,35 +1,43 @@
 """A SPARQL 1.1 client that a public query service tolerates and that never returns short results.
 
-Built on ``requests`` rather than SPARQLWrapper because the behaviour that matters here needs the
-raw response: SPARQLWrapper turns HTTP errors into exceptions that drop the ``Retry-After`` header,
-reads bodies with ``json.load`` so a cut-off body and a bad one look alike, and has no total
-deadline per query. Here every response is either complete and well formed or it is retried; when
-retries run out the error names the query (a short name plus a hash of its text), so a failed page
-fails the asset instead of shrinking it.
+Built on ``requests`` rather than SPARQLWrapper. SPARQLWrapper does keep ``Retry-After``
+readable (a 429 or 503 comes back as urllib's ``HTTPError`` with its headers), but it sends
+through urllib's global opener, which follows a 301/302/303 answer to a POST by turning the
+query into a GET without a body: the query is lost and the server's 400 reads as a bad query
+(``test_sparql_client.py`` shows both). Here redirects are followed by posting the query again to
+the new location (a bounded number of hops), every response is either complete and well formed
+or it is retried, each attempt has a total deadline (not just a gap between bytes), and when
+retries run out the error names the query (a short name plus a hash of its text), so a failed
+page fails the asset instead of shrinking it.
 
 Wikimedia's rules shape the defaults: one query at a time (a lock, even across threads), a
-User-Agent with a contact, ``Retry-After`` obeyed, and a per-query deadline below the live
-service's 60 s limit.
+User-Agent with a contact (a 403 that names the User-Agent policy says which agent was refused),
+``Retry-After`` obeyed (``mlm_pipeline.backoff``, shared with the download clients), and a
+per-query deadline below the live service's 60 s limit.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, NamedTuple
+from urllib.parse import urljoin
 
 import requests
 
+from mlm_pipeline.backoff import backoff_delay, parse_retry_after
+
 RESULT_TYPES = ("application/sparql-results+json", "application/json")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT_REFUSAL = re.compile(r"user[- ]?agent", re.IGNORECASE)
 
 
 class QueryFailed(RuntimeError):
@@ -79,11 +87,10 @@ class RetryPolicy:
     timeout_s: float = 55.0
     connect_timeout_s: float = 10.0
     max_retry_after_s: float = 900.0
+    max_redirects: int = 5  # hops per attempt; the query is posted again at each
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Equal jitter: half the exponential step fixed, half random, so clients spread out."""
-        step = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return step / 2 + rng.uniform(0, step / 2)
+        return backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, rng)
 
 
 @dataclass
@@ -93,6 +100,7 @@ class ClientStats:
     queries: int = 0
     requests: int = 0
     retries: int = 0
+    redirects: int = 0
     rows: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -110,23 +118,6 @@ class TransientFailure(Exception):
         self.reason = reason
         self.kind = kind  # garbage, timeout, transport, http_<status>
         self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
 
 
 TERM_KINDS = {"uri": "uri", "literal": "literal", "typed-literal": "literal", "bnode": "bnode"}
@@ -254,16 +245,30 @@ class SparqlClient:
                 f"{self.policy.max_attempts} attempts; last error: {last}"
             )
 
+    def _post(self, query: Query) -> requests.Response:
+        """POST the query, and again to wherever a redirect points (never as a GET without it)."""
+        url = self.endpoint_url
+        for _hop in range(self.policy.max_redirects + 1):
+            response = self._session.post(
+                url,
+                data={"query": query.text},
+                timeout=(self.policy.connect_timeout_s, self.policy.timeout_s),
+                stream=True,
+                allow_redirects=False,
+            )
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                return response
+            response.close()
+            url = urljoin(url, location)
+            self.stats.redirects += 1
+        raise TransientFailure(f"more than {self.policy.max_redirects} redirects (last to {url})", "redirect")
+
     def _attempt(self, query: Query) -> list[Row]:
         policy = self.policy
         deadline = time.monotonic() + policy.timeout_s
         try:
-            response = self._session.post(
-                self.endpoint_url,
-                data={"query": query.text},
-                timeout=(policy.connect_timeout_s, policy.timeout_s),
-                stream=True,
-            )
+            response = self._post(query)
             try:
                 if response.status_code != 200:
                     self._refuse(query, response)
@@ -291,8 +296,14 @@ class SparqlClient:
         if status in RETRY_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise TransientFailure(f"HTTP {status}", f"http_{status}", retry_after)
-        excerpt = response.raw.read(300, decode_content=True).decode("utf-8", "replace")
+        excerpt = " ".join(response.raw.read(300, decode_content=True).decode("utf-8", "replace").split())
+        if status == 403 and USER_AGENT_REFUSAL.search(excerpt):
+            raise QueryFailed(
+                f"query {query.label} against {self.endpoint_url} was refused with HTTP 403 for the User-Agent "
+                f"{self._session.headers['User-Agent']!r} ({excerpt}); Wikimedia asks for '<client>/<version> "
+                "(<contact URL or e-mail>) <library>/<version>': set MLM_CONTACT to where you can be reached"
+            )
         raise QueryFailed(
             f"query {query.label} against {self.endpoint_url} was refused with HTTP {status} "
-            f"(not retried: the query or the endpoint URL is wrong): {excerpt.strip()}"
+            f"(not retried: the query or the endpoint URL is wrong): {excerpt}"
         )
