@@ -69,7 +69,8 @@ def test_summaries_asset_accounts_for_every_sitelink(tiny_world: World, tmp_path
     assert len(lines) >= 2 and "(100.0%)" in lines[-1] and "/s, ETA" in lines[-1]
     # Staged under the storage folder for this release and source, named by hashes only.
     (source,) = (tmp_path / "staging" / tiny_world.release).iterdir()
-    staged = list((source / "summaries").iterdir())
+    (limits,) = (source / "summaries").iterdir()  # one folder per size limit (it decides too_large)
+    staged = list(limits.iterdir())
     assert staged and all(p.name.split("-", 1)[0].isdigit() for p in staged)
 
 

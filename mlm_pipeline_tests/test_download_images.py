@@ -13,13 +13,13 @@ import pytest
 
 from mlm_pipeline import schemas
 from mlm_pipeline.download.images import (
-    STAGED_IMAGES, ImageDownloader, ImagePlan, download_images, filepath_url, licence_and_attribution, plain_text, wanted_files,
+    MEDIA_POOL, STAGED_IMAGES, ImageDownloader, ImagePlan, download_images, filepath_url, licence_and_attribution, plain_text, wanted_files,
 )
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
-from mlm_pipeline.resources import user_agent
+from mlm_pipeline.resources import ConfigError, user_agent
 from mlm_pipeline.world import Served, World, expected, running_world
-from mlm_pipeline.world.commons_server import FileIndex
+from mlm_pipeline.world.commons_server import FileIndex, hash_dirs, thumb_name, url_name
 from mlm_pipeline.world.wiki_server import served_counts
 
 TIMEOUT = 1.0
@@ -79,8 +79,8 @@ def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World,
     with running_world(tiny_world) as served:
         images, failures = run(entities, served, tmp_path / "staging")
         commons = served.servers["commons"].counters
-        assert commons.get("violations", 0) == 0
-        assert commons["max_inflight:media"] <= 2
+        assert commons.get("violations", 0) == 0  # imageinfo in series with maxlag, media two at a time
+        assert commons["max_inflight:media"] <= 2 and commons["max_inflight:api"] == 1
         files = len(wanted_files(entities))
         # One imageinfo request per 50 files (it names each thumbnail), then one request per file.
         assert commons["requests"] == -(-files // 50) + files
@@ -123,18 +123,24 @@ def test_faults_end_in_an_image_or_an_accounted_failure(tiny_world: World, tmp_p
         assert reason and "attempts=" in detail
 
 
-def test_oversized_answers_and_bombs_are_refused_and_recorded(tiny_world: World, tmp_path: Path) -> None:
-    entities = entities_of(tiny_world).slice(0, 12)
-    with running_world(tiny_world, faults="commons.oversize=1,seed=2") as served:
+def test_oversized_answers_and_bombs_at_every_attempt_are_final(tiny_world: World) -> None:
+    names = sorted(wanted_files(entities_of(tiny_world).slice(0, 12)))
+
+    async def fetch(served: Served) -> list:
         # Generous timeout: drawing a multi-megapixel original (one of the variants) takes a while.
-        images, failures = run(entities, served, tmp_path,
-                               politeness=fast_politeness(max_attempts=2, timeout_s=20.0, timeout_hold_s=20.0))
+        async with PoliteSession(fast_politeness(max_attempts=3, timeout_s=20.0, timeout_hold_s=20.0)) as http:
+            downloader = ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan())
+            # Through Special:FilePath, so that only media answers are oversized, not imageinfo.
+            return [await downloader.file(name, {}) for name in names]
+
+    with running_world(tiny_world, faults="commons.oversize=1,seed=2") as served:
+        outcomes = asyncio.run(fetch(served))
         assert served.servers["commons"].counters.get("violations", 0) == 0
-    assert images.num_rows == 0 and pairs(failures, "item") == wanted_pairs(entities)
-    reasons = Counter(failures["reason"].to_pylist())
-    assert set(reasons) == {"too_many_pixels", "too_large", "wrong_size"}  # bomb, padded, original
-    bombs = [d for r, d in zip(failures["reason"].to_pylist(), failures["detail"].to_pylist()) if r == "too_many_pixels"]
-    assert all("attempts=1" in d for d in bombs)  # refused at once, never decoded
+    assert all(isinstance(outcome, tuple) for outcome in outcomes)
+    assert {reason for reason, _, _ in outcomes} == {"too_many_pixels", "too_large", "wrong_size"}  # bomb, padded, original
+    # Asked again (a bomb is refused from its header, never decoded), and the same answer every
+    # time: as far as a client can tell the file's own, final for this configuration.
+    assert all("attempts=3" in detail and transient is False for _, detail, transient in outcomes)
 
 
 def test_a_killed_download_resumes_without_fetching_anything_twice(tiny_world: World, tmp_path: Path) -> None:
@@ -219,3 +225,43 @@ def test_names_that_cannot_be_asked_are_recorded_without_a_request(tiny_world: W
         images, failures = run(pa.Table.from_pylist(rows, schema=schemas.ENTITIES), served, tmp_path)
         assert served.servers["commons"].counters.get("requests", 0) == 0
     assert images.num_rows == 0 and failures["reason"].to_pylist() == ["invalid_file_name"] * 3
+
+
+def test_a_width_commons_refuses_is_a_configuration_error_not_throttling(tiny_world: World) -> None:
+    name = next(n for n, f in tiny_world.files.items() if f.format == "jpeg" and f.width > 500)
+    a, ab = hash_dirs(name)
+
+    async def fetch(served: Served) -> None:
+        commons = served.commons_filepath.split("/wiki/")[0]
+        thumb = f"{commons}/w/thumb/{a}/{ab}/{url_name(name)}/{url_name(thumb_name(name, 251, False))}"
+        async with PoliteSession(fast_politeness()) as http:
+            await ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan()).file(
+                name, {"thumburl": thumb})
+
+    with running_world(tiny_world) as served:
+        with pytest.raises(ConfigError, match="429 and no Retry-After.*width=250"):
+            asyncio.run(fetch(served))
+        commons = served.servers["commons"].counters
+        assert commons["requests"] == 1 and commons["violation:thumb_width"] == 1  # asked once, not hammered
+
+
+def test_media_concurrency_above_what_commons_allows_is_lowered_on_429(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world).slice(0, 80)
+    lines: list[str] = []
+    with running_world(tiny_world, faults="latency=0.02") as served:
+        async def go() -> tuple[pa.Table, PoliteSession]:
+            politeness = fast_politeness(pool_concurrency={MEDIA_POOL: 3}, recover_after=20)
+            async with PoliteSession(politeness, lines.append) as http:
+                table, _ = await download_images(entities, served.commons_api, served.commons_filepath, http,
+                                                 Staging(tmp_path, STAGED_IMAGES), ImagePlan(), log.info)
+                return table, http
+
+        images, http = asyncio.run(go())
+        commons = served.servers["commons"].counters
+    assert pairs(images, "file_name") == wanted_pairs(entities)
+    assert http.stats["lowered@media"] >= 1 and http.stats["lowest@media"] == 2
+    assert any("media: HTTP 429, concurrency lowered to 2 of 3" in line for line in lines)
+    # Without lowering, every third request in flight is refused: about a third of them. With it,
+    # the refused limit is probed after 20, 40, 80 ... quiet answers: a handful of 429s at most.
+    assert commons["status:429"] == http.stats["status_429"] <= 5
+    assert commons["max_inflight:media"] <= 3

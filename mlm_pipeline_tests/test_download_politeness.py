@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, PoliteSession, parse_retry_after
+from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, PoliteSession, serial_pool
 from mlm_pipeline.resources import ConfigError, user_agent
 from mlm_pipeline.world.serving import RunningServer, start_server
 from mlm_pipeline.world.wiki_server import user_agent_problem
@@ -104,6 +104,25 @@ class Misbehaving(BaseHTTPRequestHandler):
                 self._send(200, b"late", "text/plain")
         elif kind == "flip":  # damaged on odd attempts
             self._send(200, b"bad" if attempt % 2 else b"good", "text/plain")
+        elif kind == "bad-always":  # the same undecodable bytes at every attempt: the item's own
+            self._send(200, b"bad for good", "text/plain")
+        elif kind == "bad-differently":  # damaged at every attempt, never the same way
+            self._send(200, b"bad %d" % attempt, "text/plain")
+        elif kind == "big-once":  # an oversized answer (an original instead of a thumbnail), then fine
+            self._send(200, b"x" * (5000 if attempt == 1 else 50), "image/jpeg")
+        elif kind == "limit2":  # a server that allows two requests in flight and throttles the third
+            running: RunningServer = self.server.running  # type: ignore[attr-defined]
+            with running.lock:
+                over = self.server.state["inflight"] > 2  # type: ignore[attr-defined]
+            if over:
+                self._send(429, b"too many", Retry_After="0")
+            else:
+                time.sleep(0.05)
+                self._send(200, b"ok", "text/plain")
+        elif kind == "width-refused":  # Commons' answer to a non-standard thumbnail width
+            self._send(429, b"Use thumbnail steps listed on https://w.wiki/GHai")
+        elif kind == "agent-refused":
+            self._send(403, b"Please set a user-agent and respect our robot policy https://w.wiki/4wJS.")
         else:
             self._send(404, b"unknown")
 
@@ -143,7 +162,7 @@ async def _get(p: Politeness, url: str, **kwargs: object) -> tuple[object, Polit
     async with PoliteSession(p) as http:
         try:
             return await http.get(url, **kwargs), http
-        except FetchFailed as failed:
+        except (FetchFailed, ConfigError) as failed:
             return failed, http
 
 
@@ -236,10 +255,27 @@ def test_redirects_are_followed_up_to_the_limit(server: RunningServer) -> None:
 
 
 @pytest.mark.parametrize("path", ["/big-declared", "/big-undeclared"])
-def test_oversized_bodies_are_refused(server: RunningServer, path: str) -> None:
+def test_a_body_too_large_at_every_attempt_is_refused_for_good(server: RunningServer, path: str) -> None:
     result, _ = get(polite(), server.url + path, max_bytes=4096)
-    assert isinstance(result, FetchFailed) and result.reason == "too_large" and result.attempts == 1
-    assert server.counters[path] == 1
+    assert isinstance(result, FetchFailed) and result.reason == "too_large" and result.attempts == 3
+    assert not result.transient  # the same answer every time: the item's own size, not a fault
+    assert server.counters[path] == 3
+    twice, _ = get(polite(max_attempts=2), server.url + path, max_bytes=4096)
+    assert isinstance(twice, FetchFailed) and twice.transient  # two alike could still be one fault twice
+
+
+def test_one_oversized_answer_is_retried(server: RunningServer) -> None:
+    result, http = get(polite(), server.url + "/big-once/a", max_bytes=4096)
+    assert result.body == b"x" * 50 and result.attempts == 2 and http.stats["trouble_too_large"] == 1
+    # With no attempt left, one oversized answer is no verdict on the item: a later run tries again.
+    result, _ = get(polite(max_attempts=1), server.url + "/big-once/b", max_bytes=4096)
+    assert isinstance(result, FetchFailed) and result.reason == "too_large" and result.transient
+
+
+def test_a_caller_may_take_oversized_answers_as_final(server: RunningServer) -> None:
+    result, _ = get(polite(), server.url + "/big-once/c", max_bytes=4096, final=("too_large",))
+    assert isinstance(result, FetchFailed) and result.attempts == 1 and result.transient
+    assert server.counters["/big-once/c"] == 1
 
 
 def test_truncated_body_is_retried(server: RunningServer) -> None:
@@ -268,6 +304,67 @@ def test_a_callers_check_retries_damaged_bodies_and_keeps_the_last(server: Runni
     assert result.body == b"good" and result.checked == "parsed" and result.attempts == 2
     result, _ = get(polite(max_attempts=1), server.url + "/flip/2", check=check)
     assert isinstance(result, FetchFailed) and result.reason == "corrupt" and result.last.body == b"bad"
+    assert result.transient  # damaged once, and no attempt left to tell a fault from the file
+
+
+def test_damage_is_final_only_when_every_attempt_brings_the_same_bytes(server: RunningServer) -> None:
+    def check(response: object) -> None:
+        if response.body.startswith(b"bad"):  # type: ignore[attr-defined]
+            raise Invalid("corrupt", "damaged")
+
+    same, _ = get(polite(), server.url + "/bad-always/1", check=check)
+    assert isinstance(same, FetchFailed) and same.reason == "corrupt" and same.attempts == 3
+    assert not same.transient and same.last.body == b"bad for good"
+    differing, _ = get(polite(), server.url + "/bad-differently/1", check=check)
+    assert isinstance(differing, FetchFailed) and differing.reason == "corrupt" and differing.attempts == 3
+    assert differing.transient and differing.last.body == b"bad 3"
+
+
+def test_a_429_lowers_the_concurrency_and_quiet_success_raises_it_never_above_the_cap(
+        server: RunningServer) -> None:
+    lines: list[str] = []
+
+    async def many() -> PoliteSession:
+        async with PoliteSession(polite(concurrency=3, recover_after=10, max_attempts=5), lines.append) as http:
+            await asyncio.gather(*(http.get(server.url + f"/limit2/{i}", accept=("text/",), max_bytes=100)
+                                   for i in range(40)))
+            return http
+
+    http = asyncio.run(many())
+    host = server.url.removeprefix("http://")
+    assert server.server.state["peak"] <= 3  # type: ignore[attr-defined]  # never above the configured 3
+    assert http.stats["status_200"] == 40
+    assert http.stats[f"lowered@{host}"] >= 1 and http.stats[f"lowest@{host}"] == 2
+    # Each 429 doubles the quiet successes needed before the refused limit is tried again
+    # (10, 20, ...): 40 requests meet the server's refusal a few times, not on every third.
+    assert http.stats["status_429"] <= 4
+    assert any("concurrency lowered to 2 of 3" in line for line in lines)
+
+
+def test_a_serial_pool_never_has_two_requests_in_flight(server: RunningServer) -> None:
+    async def many() -> None:
+        async with PoliteSession(polite(concurrency=4)) as http:
+            await asyncio.gather(*(http.get(server.url + f"/ok?i={i}", accept=("application/json",), max_bytes=100,
+                                            pool=serial_pool("api")) for i in range(8)))
+
+    asyncio.run(many())
+    assert server.server.state["peak"] == 1  # type: ignore[attr-defined]
+
+
+def test_a_429_without_retry_after_can_mean_a_refused_configuration(server: RunningServer) -> None:
+    refused, http = get(polite(), server.url + "/width-refused/a",
+                        unthrottled_429=lambda url: ConfigError(f"width refused at {url}"))
+    assert isinstance(refused, ConfigError) and "/width-refused/a" in str(refused)
+    assert server.counters["/width-refused/a"] == 1 and http.stats["retries"] == 0  # no hammering
+    throttled, http = get(polite(), server.url + "/width-refused/b")  # without the caller's say: throttling
+    assert isinstance(throttled, FetchFailed) and throttled.reason == "http_429" and throttled.transient
+    assert server.counters["/width-refused/b"] == 3
+
+
+def test_a_refused_user_agent_stops_the_client_and_names_the_agent(server: RunningServer) -> None:
+    refused, _ = get(polite(), server.url + "/agent-refused/a")
+    assert isinstance(refused, ConfigError) and UA in str(refused) and "MLM_CONTACT" in str(refused)
+    assert server.counters["/agent-refused/a"] == 1
 
 
 def test_shared_pool_limits_requests_across_hosts(server: RunningServer) -> None:
@@ -294,13 +391,3 @@ def test_bad_limits_are_refused_before_any_request() -> None:
         Politeness(user_agent=" ")
     with pytest.raises(ConfigError, match="pool_concurrency"):
         Politeness(user_agent=UA, pool_concurrency={"media": 0})
-
-
-def test_retry_after_parsing() -> None:
-    from datetime import datetime, timezone
-
-    assert parse_retry_after("7") == 7.0
-    now = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
-    assert parse_retry_after("Mon, 05 Jan 2026 12:00:30 GMT", now) == 30.0
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
-

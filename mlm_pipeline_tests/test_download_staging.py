@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from mlm_pipeline.download.images import STAGED_IMAGES, ImagePlan
+from mlm_pipeline.download.politeness import Politeness
 from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, Staging, pending_keys
 from mlm_pipeline.download.summaries import STAGED_SUMMARIES
-from mlm_pipeline.world import World, running_world
-from mlm_pipeline_tests.test_download_summaries import entities_of, run, titles_asked
+from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.world import Served, World, running_world
+from mlm_pipeline_tests.test_download_images import run as run_images
+from mlm_pipeline_tests.test_download_summaries import entities_of, fast_politeness, run, titles_asked
 
 
 def outcome(results: list[str], failures: list[tuple[str, str, bool]]) -> BatchOutcome:
@@ -65,3 +69,38 @@ def test_a_rerun_fetches_what_failed_for_passing_reasons_only(tiny_world: World,
         expected = run(entities, clean, tmp_path / "clean")
     assert summaries.equals(expected[0]) and dropouts.equals(expected[1])
     assert again[0].equals(expected[0]) and again[1].equals(expected[1])
+
+
+# Faults a retry cures but that look like verdicts on the item: answers too large (a padded body,
+# an original instead of a thumbnail, a decompression bomb), damaged or garbage bodies. Two
+# attempts only, so that the faulty run ends with some of them as its last word.
+CURABLE = ("wiki.oversize=0.2,wiki.garbage=0.15,wiki.corrupt=0.1,"
+           "commons.oversize=0.15,commons.corrupt=0.15,commons.garbage=0.1,commons.truncate=0.05,seed=3")
+
+
+def test_a_rerun_after_a_faulty_run_gives_the_clean_builds_bytes(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world).slice(0, 80)
+    plan = ImagePlan(public_origin="http://commons.test")  # stored URLs must not name the servers' ports
+
+    def build(served: Served, folder: Path, politeness: Politeness) -> dict[str, bytes]:
+        texts = run(entities, served, folder / "summaries", politeness=politeness)
+        images = run_images(entities, served, folder / "images", plan, politeness)
+        tables = {"summaries": texts[0], "summary_dropouts": texts[1], "images": images[0], "image_failures": images[1]}
+        for name, table in tables.items():
+            write_parquet(table, folder / "out" / f"{name}.parquet")
+        return {name: (folder / "out" / f"{name}.parquet").read_bytes() for name in tables}
+
+    with running_world(tiny_world) as clean:
+        expected = build(clean, tmp_path / "clean", fast_politeness())
+    with running_world(tiny_world, faults=CURABLE) as faulty:
+        # Generous timeout: drawing a multi-megapixel original (one oversize variant) takes a while.
+        build(faulty, tmp_path / "rerun", fast_politeness(max_attempts=2, timeout_s=20.0, timeout_hold_s=20.0))
+        injected = {k for s in faulty.servers.values() for k in s.counters if k.startswith("fault:")}
+    assert {"fault:oversize", "fault:corrupt", "fault:garbage"} <= injected
+    lost = Staging(tmp_path / "rerun" / "images", STAGED_IMAGES).load().failures
+    lost_summaries = Staging(tmp_path / "rerun" / "summaries", STAGED_SUMMARIES).load().failures
+    reasons = set(lost["reason"].to_pylist()) | set(lost_summaries["reason"].to_pylist())
+    assert reasons & {"too_large", "too_many_pixels", "wrong_size", "corrupt"}  # the faults had the last word
+    with running_world(tiny_world) as good_again:
+        rebuilt = build(good_again, tmp_path / "rerun", fast_politeness())
+    assert rebuilt == expected

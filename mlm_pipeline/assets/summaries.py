@@ -18,9 +18,9 @@ from mlm_pipeline.storage import StorageResource
 
 
 class PoliteDownloadConfig(Config):
-    """How requests are sent; shared by the download stages. Defaults follow Wikimedia's rules."""
+    """How requests are sent; shared by the download stages. Defaults follow Wikimedia's rules, and
+    some rules are not settings: calls to one MediaWiki API go in series, each with ``maxlag=5``."""
 
-    concurrency: int = Field(2, ge=1, description="requests in flight per wiki (and per Commons pool) at most")
     max_attempts: int = Field(5, ge=1, description="attempts per request before the item is recorded as failed")
     backoff_s: float = Field(1.0, gt=0, description="first back-off; doubles per attempt, with jitter")
     backoff_max_s: float = Field(60.0, gt=0, description="longest back-off between attempts")
@@ -34,7 +34,7 @@ class PoliteDownloadConfig(Config):
 
     def politeness(self, endpoints: Endpoints, pools: dict[str, int] | None = None) -> Politeness:
         return Politeness(
-            user_agent=endpoints.user_agent, concurrency=self.concurrency, pool_concurrency=pools or {},
+            user_agent=endpoints.user_agent, pool_concurrency=pools or {},
             max_attempts=self.max_attempts, backoff_s=self.backoff_s, backoff_max_s=self.backoff_max_s,
             max_retry_after_s=self.max_retry_after_s, timeout_s=self.timeout_s, timeout_hold_s=self.timeout_hold_s,
             max_redirects=self.max_redirects,
@@ -54,6 +54,10 @@ def request_metadata(stats: Counter[str], items: int) -> dict[str, MetadataValue
         "requests_per_item": MetadataValue.float(round(stats["requests"] / items, 4) if items else 0.0),
         "troubles": MetadataValue.json({k.removeprefix("trouble_"): v for k, v in sorted(stats.items())
                                         if k.startswith("trouble_")}),
+        # 429s lower a pool's concurrency (never above its configured limit): how often, how far.
+        "concurrency_lowered": MetadataValue.json({
+            k.removeprefix("lowered@"): {"times": v, "lowest": stats[f"lowest@{k.removeprefix('lowered@')}"]}
+            for k, v in sorted(stats.items()) if k.startswith("lowered@")}),
     }
 
 
@@ -94,7 +98,8 @@ def summaries(
     entities: pa.Table,
 ) -> Iterator[Output]:
     plan = config.plan()
-    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(context.partition_key), "summaries")
+    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(context.partition_key), "summaries",
+                            plan.fingerprint())
     with wikimedia.open(context.partition_key) as endpoints:
         table, dropouts, stats = fetch_summaries(
             entities, endpoints.wikipedia_api, config.politeness(endpoints), folder, plan, context.log.info)

@@ -31,6 +31,7 @@ from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, P
 from mlm_pipeline.download.progress import Progress
 from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, Stored, chunks, pending_keys
 from mlm_pipeline.download.validate import ImageFacts, TooManyPixels, inspect_image, max_pixels_problem
+from mlm_pipeline.resources import ConfigError
 
 STAGE = "images"
 STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
@@ -136,8 +137,7 @@ class ImageDownloader:
             page = answers.page(title)
             if page and page.get("imageinfo"):
                 infos[name] = page["imageinfo"][0]
-            elif answers.failure is not None:
-                failed = answers.failure
+            elif (failed := answers.failure(title)) is not None:
                 failures[name] = (f"metadata_{failed.reason}", failed.record_detail, failed.transient)
             elif page is None:
                 failures[name] = ("no_answer", "the API returned no page for it", True)
@@ -161,7 +161,9 @@ class ImageDownloader:
         try:
             facts = inspect_image(response.body, self.plan.max_pixels)
         except TooManyPixels as exc:
-            raise Invalid("too_many_pixels", str(exc)[:200], retry=False) from None
+            # Never decoded, so cheap to ask again: an original or a bomb served by mistake is no
+            # verdict on the file unless every attempt gets the same bytes (see politeness).
+            raise Invalid("too_many_pixels", str(exc)[:200]) from None
         if facts.problem:
             raise Invalid("corrupt", facts.problem)
         if facts.width is not None and facts.width > self.plan.width:
@@ -170,17 +172,27 @@ class ImageDownloader:
             raise Invalid("wrong_size", f"{facts.width}px wide where {self.plan.width}px was asked for")
         return facts
 
+    def _width_refused(self, url: str) -> ConfigError:
+        """Commons answers a thumbnail width outside its steps with a 429 without Retry-After:
+        not throttling (waiting cures nothing) but a width this server does not serve."""
+        return ConfigError(
+            f"images: {URL(url).host} refused the thumbnail {url} with HTTP 429 and no Retry-After, Commons' "
+            f"answer to a width outside its standard steps (https://w.wiki/GHai): width={self.plan.width} is not "
+            "served there; choose one of the widths the server lists"
+        )
+
     async def file(self, name: str, info: dict[str, Any]) -> dict[str, Any] | tuple[str, str, bool]:
         """A staged image row, or (reason, detail, transient)."""
         url = info.get("thumburl") or filepath_url(self.filepath, name, self.plan.width)
         try:
             response = await self.session.get(url, accept=("image/",), max_bytes=self.plan.max_bytes,
-                                              pool=MEDIA_POOL, check=self._check)
+                                              pool=MEDIA_POOL, check=self._check, unthrottled_429=self._width_refused)
         except FetchFailed as failed:
-            if failed.reason != "corrupt" or failed.last is None:
+            if failed.reason != "corrupt" or failed.transient or failed.last is None:
                 return failed.reason, failed.record_detail, failed.transient
-            # Complete bytes that still do not decode after every attempt are kept as served;
-            # images_filtered drops them as undecodable, so the decision is made (and counted) once.
+            # The same undecodable bytes at every attempt are the file's own: kept as served, so that
+            # images_filtered drops them as undecodable and the decision is made (and counted) once.
+            # Damage that differed between attempts was trouble on the way: a later run tries again.
             response = failed.last
             response.checked = inspect_image(response.body, self.plan.max_pixels)
         facts: ImageFacts = response.checked
@@ -265,7 +277,7 @@ def fetch_images(
 ) -> tuple[pa.Table, pa.Table, Counter[str]]:
     """``download_images`` for synchronous callers, with the client's request counts."""
     async def go() -> tuple[pa.Table, pa.Table, Counter[str]]:
-        async with PoliteSession(politeness) as session:
+        async with PoliteSession(politeness, log) as session:
             images, failures = await download_images(
                 entities, commons_api, filepath, session, Staging(folder, STAGED_IMAGES), plan, log)
             return images, failures, session.stats

@@ -5,8 +5,10 @@ Every finished batch writes its failures shard and then its results shard, each 
 kill at any moment loses at most the batches in flight. Shard names are a sequence number and a
 hash of the batch's keys, never anything taken from the data (file names from the graph cannot
 reach the file system). On restart the stored keys are skipped; failures whose trouble was
-transient (retries ran out on 429s, timeouts, ...) are tried again, permanent ones (404, missing
-page, too large) are kept.
+transient are tried again: retries ran out on 429s, timeouts, or on answers too large or damaged
+that differed between attempts (a fault on the way, not the item). Permanent ones are kept: a 404,
+a missing page, or the same verdict on the same bytes at every attempt (a file that really is too
+large); the settings behind such a verdict (size limits) are part of the staging folder's name.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 
 from mlm_pipeline.download.progress import Progress
 from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.resources import ConfigError
 
 STR = pa.string()
 
@@ -140,6 +143,8 @@ class BatchRunner(Generic[K]):
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.parallel, len(batches))):
                     group.create_task(worker())
+        except* ConfigError as refused:  # e.g. the server refuses our User-Agent: say so, not "TaskGroup"
+            raise refused.exceptions[0] from None
         finally:
             reporter.cancel()
         self.progress.log(self.progress.line())

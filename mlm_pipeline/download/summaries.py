@@ -54,9 +54,10 @@ class SummaryPlan:
                 problems.append(f"{name}={getattr(self, name)} must be positive")
         return problems
 
-
-def wiki_pool(lang: str) -> str:
-    return f"wikipedia-{lang}"
+    def fingerprint(self) -> str:
+        """Names the staging folder: the limit behind a stored ``too_large`` verdict, so that
+        another limit starts afresh."""
+        return f"max{self.max_bytes}"
 
 
 def key_of(lang: str, title: str) -> str:
@@ -92,8 +93,8 @@ def title_outcomes(lang: str, titles: Sequence[str], answers: Answers) -> BatchO
         text = str((page or {}).get("extract") or "").strip()
         if text:
             results.append((asked, text))
-        elif answers.failure is not None:
-            failures.append((asked, answers.failure.reason, answers.failure.record_detail, answers.failure.transient))
+        elif (failed := answers.failure(asked)) is not None:
+            failures.append((asked, failed.reason, failed.record_detail, failed.transient))
         elif page is None:
             failures.append((asked, "no_answer", f"the API returned no page for it{via}", True))
         elif page.get("invalid") not in (None, False):
@@ -114,11 +115,10 @@ class SummaryDownloader:
     async def batch(self, lang: str, titles: Sequence[str]) -> BatchOutcome:
         params = {"prop": "extracts", "exintro": "1", "explaintext": "1", "exlimit": str(len(titles)),
                   "redirects": "1"}
-        # Each language's wiki is its own host on Wikimedia (one host, several paths in the
-        # embedded world): one concurrency pool per wiki either way.
+        # Each language's wiki is its own API: requests to one go in series, the wikis in parallel.
         api = self.api_template.format(lang=lang)
         answers = await query_titles(self.session, api, params, titles, max_bytes=self.plan.max_bytes,
-                                     max_continuations=self.plan.max_continuations, pool=wiki_pool(lang))
+                                     max_continuations=self.plan.max_continuations)
         return title_outcomes(lang, titles, answers)
 
 
@@ -194,7 +194,7 @@ def fetch_summaries(
 ) -> tuple[pa.Table, pa.Table, Counter[str]]:
     """``download_summaries`` for synchronous callers, with the client's request counts."""
     async def go() -> tuple[pa.Table, pa.Table, Counter[str]]:
-        async with PoliteSession(politeness) as session:
+        async with PoliteSession(politeness, log) as session:
             summaries, dropouts = await download_summaries(
                 entities, api_template, session, Staging(folder, STAGED_SUMMARIES), plan, log)
             return summaries, dropouts, session.stats
