@@ -72,8 +72,8 @@ class WikimediaResource(ConfigurableResource):
 
     ``source``: ``embedded`` builds the deterministic world from (``world_seed``,
     ``world_size``, ``world_version``) or from ``world_files`` and serves it on 127.0.0.1;
-    ``live`` uses Wikimedia's public services and needs ``contact``; ``endpoints`` uses the
-    URLs given below (a local SPARQL engine loaded from a Wikidata dump, say).
+    ``live`` uses Wikimedia's public services; ``endpoints`` uses the URLs given below (a local
+    SPARQL engine loaded from a Wikidata dump, say). Both need ``contact``.
     """
 
     source: Literal["embedded", "live", "endpoints"] = "embedded"
@@ -139,10 +139,12 @@ class WikimediaResource(ConfigurableResource):
         return hashlib.sha256(self.identity(release).encode("utf-8")).hexdigest()[:12]
 
     def _checked_remote(self, live: bool) -> Endpoints:
-        if live and not self.contact.strip():
+        # ``endpoints`` too: its summaries and images come from Wikimedia's APIs unless every URL
+        # is one's own, and the placeholder contact would be refused (403) there.
+        if not self.contact.strip():
             raise ConfigError(
-                "source='live' needs a contact (URL or e-mail, MLM_CONTACT) for the User-Agent: "
-                "Wikimedia blocks bulk clients it cannot reach"
+                f"source={self.source!r} needs a contact (URL or e-mail, MLM_CONTACT) for the User-Agent: "
+                "Wikimedia blocks bulk clients it cannot reach; only the embedded world runs without one"
             )
         return Endpoints(
             sparql_url=check_url("sparql_endpoint", self.sparql_endpoint),

@@ -21,10 +21,13 @@ def test_sources_serving_different_data_never_share_a_staging_key() -> None:
     assert WikimediaResource(world_faults="http429=0.5").identity_key() == WikimediaResource().identity_key()
 
 
-def test_live_mode_refuses_to_run_without_a_contact() -> None:
-    with pytest.raises(ConfigError, match="needs a contact"):
-        with WikimediaResource(source="live").open():
+@pytest.mark.parametrize("source", ["live", "endpoints"])
+def test_every_source_but_the_embedded_world_needs_a_contact(source: str) -> None:
+    with pytest.raises(ConfigError, match=f"source='{source}' needs a contact"):
+        with WikimediaResource(source=source).open():
             pass
+    with WikimediaResource(source=source, contact="me@example.org").open() as endpoints:
+        assert "(me@example.org)" in endpoints.user_agent
 
 
 @pytest.mark.parametrize(
@@ -37,7 +40,7 @@ def test_live_mode_refuses_to_run_without_a_contact() -> None:
 )
 def test_bad_endpoint_urls_are_refused_before_any_request(field: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        with WikimediaResource(source="endpoints", **{field: value}).open():
+        with WikimediaResource(source="endpoints", contact="me@example.org", **{field: value}).open():
             pass
 
 
