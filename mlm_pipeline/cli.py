@@ -92,11 +92,14 @@ def register(key: str) -> None:
 
     from mlm_pipeline.ops import ensure_pools
     from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
+    from mlm_pipeline.pools import reclaim_dead_runs
 
     with DagsterInstance.get() as instance:
         if not instance.has_dynamic_partition(RELEASE_PARTITIONS_NAME, key):
             instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [key])
         ensure_pools(instance)  # before any run claims a slot, so two runs cannot both get in
+        for run_id in reclaim_dead_runs(instance):  # a killed run's slots would block this one forever
+            print(f"run {run_id} died (its processes are gone): marked failed, its pool slots freed", flush=True)
 
 
 def materialize(key: str, select: str, config: dict) -> int:

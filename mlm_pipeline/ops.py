@@ -6,7 +6,9 @@ sensor asks it often and stays quiet while the answer is unchanged; the schedule
 week as a safety net when the sensor is switched off. Both register the release as a ``release``
 partition and request one run of the whole graph for it, keyed by the release, so asking twice
 never builds a release twice. Before requesting a run they create the concurrency pools'
-slots (``mlm_pipeline.pools``), which is what makes two runs share Wikimedia's limits.
+slots (``mlm_pipeline.pools``), which is what makes two runs share Wikimedia's limits, and
+take back the slots of runs that died; ``dead_run_sensor`` does that every minute as well, so a
+killed run never blocks the runs launched after it from the UI.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dagster import (
 from mlm_pipeline import pools
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.resources import ConfigError, WikimediaResource
+from mlm_pipeline.pools import reclaim_dead_runs
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.sparql.queries import fetch_dataset_version, release_key
 
@@ -137,6 +140,7 @@ def new_release_sensor(context: SensorEvaluationContext, wikimedia: WikimediaRes
     if not refresh.is_new:
         return SensorResult(skip_reason=SkipReason(refresh.skip_reason), cursor=refresh.dataset_version)
     ensure_pools(context.instance)
+    reclaim_dead_runs(context.instance)
     context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
     return SensorResult(
         run_requests=[_run_request(refresh, "sensor", wikimedia)],
@@ -158,6 +162,7 @@ def release_schedule(cron: str) -> ScheduleDefinition:
         if not refresh.is_new:
             return SkipReason(refresh.skip_reason)
         ensure_pools(context.instance)
+        reclaim_dead_runs(context.instance)
         context.instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [refresh.key])
         context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
         return _run_request(refresh, "schedule", wikimedia)
@@ -175,5 +180,18 @@ def release_schedule(cron: str) -> ScheduleDefinition:
         raise ConfigError(f"{CRON_ENV}={cron!r} is not a valid cron schedule: {error}") from error
 
 
-sensors = [new_release_sensor]
+@sensor(
+    name="dead_run_sensor",
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Marks runs whose processes died (kill -9, out of memory) as failed and frees their pool slots.",
+)
+def dead_run_sensor(context: SensorEvaluationContext) -> SkipReason:
+    dead = reclaim_dead_runs(context.instance)
+    for run_id in dead:
+        context.log.warning(f"run {run_id} died (its processes are gone): marked failed, its pool slots freed")
+    return SkipReason(f"reclaimed the slots of {len(dead)} dead run(s)" if dead else "no dead runs")
+
+
+sensors = [new_release_sensor, dead_run_sensor]
 schedules = [release_schedule(os.environ.get(CRON_ENV, DEFAULT_CRON))]
