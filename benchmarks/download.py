@@ -2,18 +2,22 @@
 
 The default embedded world is served with 100 ms added to every answer (``latency=0.1``), so
 the figures are about round trips, as on the real services. Ours runs with the pipeline's
-defaults: 20 titles a TextExtracts request and 2 requests in flight per wiki; 50 files an
-imageinfo request (which also names each thumbnail's URL) and 2 media downloads in flight. The
-reference's approach, measured in the same run on the same servers with the same client code:
-one title (one file) per request, one request at a time (the reference also fetched full-size
-originals; here the baseline gets the same thumbnails, so only the request pattern differs). The
-baseline runs on a sample and reports its rate.
+defaults: 20 titles a TextExtracts request, each wiki's API called in series (Wikimedia's rule:
+one request in flight per API, so at 100 ms at most 10 requests, 200 titles, a second per wiki);
+50 files an imageinfo request (which also names each thumbnail's URL) and 2 media downloads in
+flight. The reference's approach, measured in the same run on the same servers with the same
+client code: one title (one file) per request, one request at a time (the reference also fetched
+full-size originals; here the baseline gets the same thumbnails, so only the request pattern
+differs). The baseline runs on a sample and reports its rate.
 
 Figures: items per second (summaries: entity-language rows; images: files); requests per item;
 the share of the request budget the rules allow that was used, in the pools that bound the rate
 (the budget: ``limit x elapsed / latency`` requests per pool, since no request finishes faster
-than the latency; ours: the three wikis' pools, Commons' media pool; the baseline: its one
-request at a time); 429s received; rule violations the servers counted (must be 0).
+than the latency; ours: the three wikis' serial APIs, Commons' media pool; the baseline: its one
+request at a time): for summaries, how close ours comes to the serial ceiling; 429s received;
+rule violations the servers counted (must be 0). ``--media-concurrency 3`` asks for more media
+downloads than Commons allows (2): the row then shows the 429s met and how far the client
+lowered its concurrency.
 
     .venv/bin/python benchmarks/download.py [--size default] [--latency 0.1] [--image-entities 400]
 """
@@ -86,8 +90,8 @@ def summaries_ours(served: Served, entities: pa.Table, folder: Path) -> Figures:
         return table.num_rows
 
     items, seconds, stats, bad = asyncio.run(timed(served, Politeness(user_agent=UA), work))
-    return Figures("summaries, ours (20 titles/request, 2 per wiki)", items, seconds, stats["requests"],
-                   stats["requests"], 2 * len(plan.langs), stats["status_429"], bad)
+    return Figures("summaries, ours (20 titles/request, each wiki in series)", items, seconds, stats["requests"],
+                   stats["requests"], len(plan.langs), stats["status_429"], bad)
 
 
 def summaries_reference(served: Served, entities: pa.Table, sample: int, seed: int) -> Figures:
@@ -108,7 +112,7 @@ def summaries_reference(served: Served, entities: pa.Table, sample: int, seed: i
                    stats["requests"], 1, stats["status_429"], bad)
 
 
-def images_ours(served: Served, entities: pa.Table, folder: Path) -> Figures:
+def images_ours(served: Served, entities: pa.Table, folder: Path, media: int) -> Figures:
     plan = ImagePlan(progress_every_s=30.0)
 
     async def work(session: PoliteSession) -> int:
@@ -116,9 +120,13 @@ def images_ours(served: Served, entities: pa.Table, folder: Path) -> Figures:
                                          Staging(folder, STAGED_IMAGES), plan, print)
         return len(set(table["file_name"].to_pylist()))
 
-    items, seconds, stats, bad = asyncio.run(timed(served, Politeness(user_agent=UA), work))
-    return Figures(f"images, ours ({plan.metadata_batch} files/imageinfo request, media pool of 2)", items, seconds,
-                   stats["requests"], stats[f"requests@{MEDIA_POOL}"], 2, stats["status_429"], bad)
+    politeness = Politeness(user_agent=UA, pool_concurrency={MEDIA_POOL: media})
+    items, seconds, stats, bad = asyncio.run(timed(served, politeness, work))
+    lowered = (f"; 429s lowered it {stats[f'lowered@{MEDIA_POOL}']}x, to {stats[f'lowest@{MEDIA_POOL}']} at the lowest"
+               if stats[f"lowered@{MEDIA_POOL}"] else "")
+    return Figures(f"images, ours ({plan.metadata_batch} files/imageinfo request, media pool of {media}{lowered})",
+                   items, seconds, stats["requests"], stats[f"requests@{MEDIA_POOL}"], min(media, 2),
+                   stats["status_429"], bad)
 
 
 def images_reference(served: Served, entities: pa.Table, sample: int, seed: int) -> Figures:
@@ -148,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="entities whose images ours downloads (0: all; 2 media requests in flight at 100 ms "
                              "allow 20 images/s at most)")
     parser.add_argument("--image-sample", type=int, default=60, help="files for the reference's way")
+    parser.add_argument("--media-concurrency", type=int, default=2,
+                        help="media downloads ours asks for (Commons allows 2; more meets 429s, which lower it)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-images", action="store_true")
     args = parser.parse_args(argv)
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(summaries_reference(served, entities, args.summary_sample, args.seed))
         if not args.skip_images:
             subset = entities if args.image_entities <= 0 else entities.slice(0, args.image_entities)
-            rows.append(images_ours(served, subset, Path(tmp) / "images"))
+            rows.append(images_ours(served, subset, Path(tmp) / "images", args.media_concurrency))
             rows.append(images_reference(served, subset, args.image_sample, args.seed))
         counters: dict[str, Any] = {name: dict(s.counters) for name, s in served.servers.items()}
 

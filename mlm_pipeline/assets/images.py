@@ -22,7 +22,8 @@ EMBEDDED_COMMONS = "http://commons.embedded-world.invalid"
 
 class ImagesConfig(PoliteDownloadConfig):
     width: ThumbnailWidth = Field(250, description="thumbnail width; one of Commons' standard widths (others get 429)")
-    media_concurrency: int = Field(2, ge=1, description="media downloads in flight over all media hosts together")
+    media_concurrency: int = Field(
+        2, ge=1, description="media downloads in flight over all media hosts together, at most (429s lower it for a while)")
     metadata_batch: int = Field(
         MAX_TITLES_PER_REQUEST, ge=1, le=MAX_TITLES_PER_REQUEST, description="files per imageinfo request"
     )
