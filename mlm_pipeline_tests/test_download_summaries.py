@@ -16,7 +16,7 @@ from mlm_pipeline import schemas
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, download_summaries
-from mlm_pipeline.resources import user_agent
+from mlm_pipeline.resources import ConfigError, user_agent
 from mlm_pipeline.world import Served, World, running_world
 from mlm_pipeline.world.wiki_server import WikiIndex, normalize_title, served_counts
 
@@ -256,3 +256,13 @@ def test_a_lagged_wiki_is_waited_for_as_it_asks(tiny_world: World, tmp_path: Pat
     expected = {pair: text for pair, text in expected_texts(tiny_world).items() if pair[0] in entities["qid"].to_pylist()}
     got = {(q, lang): t for q, lang, t in zip(*(summaries[c].to_pylist() for c in ("qid", "lang", "text")))}
     assert got == expected
+
+
+def test_a_refused_user_agent_stops_the_download_and_names_the_agent(tiny_world: World, tmp_path: Path) -> None:
+    entities = entities_of(tiny_world).slice(0, 30)
+    with running_world(tiny_world) as served:
+        with pytest.raises(ConfigError, match=r"refused the User-Agent 'python-requests/2\.32\.0'.*MLM_CONTACT"):
+            run(entities, served, tmp_path, politeness=fast_politeness(user_agent="python-requests/2.32.0"))
+        wiki = served.servers["wiki"].counters
+        # Stopped at the first refusal: at most the batches already in flight asked, none twice.
+        assert wiki["violation:user_agent"] == wiki["requests"] <= SummaryPlan().parallel_batches

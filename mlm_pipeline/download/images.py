@@ -6,8 +6,9 @@ feature encoders need, at a fraction of the bytes. One ``imageinfo`` request per
 licence and attribution (``extmetadata``) and, with ``iiurlwidth``, each thumbnail's URL
 (MediaWiki scales at most 50 files a request, so the batch size is the API's own), so each
 image costs one media request; ``Special:FilePath/<name>?width=W`` (a redirect to the same
-thumbnail, and a second request) is the fallback when the API gives no thumbnail URL. Media
-requests share one concurrency pool (Wikimedia allows 2 media downloads at a time per client).
+thumbnail, and a second request) is the fallback when the API gives no thumbnail URL. The
+``imageinfo`` requests go in series (``mediawiki``); media requests share one concurrency pool
+(Wikimedia allows 2 media downloads at a time per client), which 429s lower for a while.
 File names come from the graph and are never used as paths: staging shards are named by hashes.
 """
 

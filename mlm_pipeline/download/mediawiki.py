@@ -48,8 +48,9 @@ def api_json(response: Response) -> dict[str, Any]:
     error = data.get("error")
     if isinstance(error, dict):
         code = str(error.get("code", "unknown"))
-        # The lagged API asks for a pause (Retry-After, else at least maxlag seconds): everyone waits.
-        pause = (response.retry_after if response.retry_after is not None else float(MAXLAG_S)) if code == "maxlag" else None
+        pause = None
+        if code == "maxlag":  # the lagged API asks everyone to pause: its Retry-After, else maxlag seconds
+            pause = response.retry_after if response.retry_after is not None else float(MAXLAG_S)
         raise Invalid(f"api_{code}", str(error.get("info", ""))[:200], retry=code.startswith(RETRYABLE_ERRORS),
                       retry_after=pause)
     return data
