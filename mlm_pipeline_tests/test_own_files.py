@@ -84,7 +84,7 @@ def test_the_example_is_served_like_the_generated_world(tmp_path: Path) -> None:
             ("Q90", quote("Paris red.jpg")), ("Q1", quote("Paris red.jpg")), ("Q64", quote("Berlin blue.png"))}
 
         def summary(lang: str, title: str) -> dict:
-            params = {"action": "query", "prop": "extracts", "exintro": "1", "explaintext": "1", "titles": title,
+            params = {"action": "query", "maxlag": "5", "prop": "extracts", "exintro": "1", "explaintext": "1", "titles": title,
                       "format": "json", "formatversion": "2"}
             return s.get(served.wikipedia_api.format(lang=lang), params=params, timeout=10).json()["query"]["pages"][0]
 
@@ -104,7 +104,7 @@ def test_the_example_is_served_like_the_generated_world(tmp_path: Path) -> None:
         original = s.get(served.commons_filepath + quote("Paris red.jpg"), timeout=10)
         assert original.content == (tmp_path / IMAGES_DIR / "Paris red.jpg").read_bytes()
 
-        params = {"action": "query", "prop": "imageinfo", "iiprop": "extmetadata|size", "format": "json",
+        params = {"action": "query", "maxlag": "5", "prop": "imageinfo", "iiprop": "extmetadata|size", "format": "json",
                   "formatversion": "2", "titles": "File:Berlin blue.png|File:Paris arms.svg"}
         pages = {p["title"]: p["imageinfo"][0] for p in
                  s.get(served.commons_api, params=params, timeout=10).json()["query"]["pages"]}
