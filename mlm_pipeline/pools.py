@@ -60,8 +60,11 @@ def reclaim_dead_runs(instance: DagsterInstance) -> list[str]:
             dead.append(run.run_id)
     storage = instance.event_log_storage
     if storage.supports_global_concurrency_limits:
+        # Holders first, runs still in progress second: a run that starts in between is then
+        # among the latter, never freed while it works.
+        holders = storage.get_concurrency_run_ids()
         in_progress = {r.dagster_run.run_id for r in instance.get_run_records(RunsFilter(statuses=HOLDING))}
-        for run_id in storage.get_concurrency_run_ids() - in_progress:
+        for run_id in holders - in_progress:
             storage.free_concurrency_slots_for_run(run_id)
     return dead
 
