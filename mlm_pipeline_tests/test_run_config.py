@@ -44,7 +44,7 @@ BAD: list[tuple[str, dict, str]] = [
     ("summaries", {"languages": ["../"]}, "ops.summaries.config.languages: '../'"),
     ("summaries", {"languages": [""]}, "ops.summaries.config.languages: ''"),
     ("summaries", {"batch_size": 21}, "ops.summaries.config.batch_size"),
-    ("summaries", {"concurrency": 0}, "ops.summaries.config.concurrency"),
+    ("summaries", {"max_attempts": 0}, "ops.summaries.config.max_attempts"),
     ("summaries", {"backoff_s": -1}, "ops.summaries.config.backoff_s"),
     ("summaries", {"timeout_s": 0}, "ops.summaries.config.timeout_s"),
     ("images", {"width": 251}, "ops.images.config.width"),
