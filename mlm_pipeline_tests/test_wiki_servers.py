@@ -350,7 +350,8 @@ def test_action_api_calls_go_in_series_with_maxlag(tiny_world: World, wiki: Runn
     """API:Etiquette: requests in series, not in parallel; Manual:Maxlag_parameter: maxlag=5 on
     every non-interactive request. A second call in flight is refused and counted; a call
     without maxlag is answered and counted."""
-    server = start_wiki_server(tiny_world, "latency=0.5") if which == "wiki" else start_commons_server(tiny_world, "latency=0.5")
+    # A second of latency keeps the first call in flight until the others arrive, even on a busy machine.
+    server = start_wiki_server(tiny_world, "latency=1") if which == "wiki" else start_commons_server(tiny_world, "latency=1")
     try:
         url = f"{server.url}/en/w/api.php" if which == "wiki" else f"{server.url}/w/api.php"
         urls = [f"{url}?action=query&format=json&maxlag=5&titles=A{i}" for i in range(3)]
