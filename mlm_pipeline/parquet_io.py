@@ -1,17 +1,20 @@
-"""Parquet storage for every table asset, written so that the same table gives the same bytes.
+"""Parquet storage for every table asset: a folder of shards per asset and release.
 
-Assets return ``pyarrow.Table`` values that they have already sorted by their key; this manager
-only fixes the writer options (no timestamps, fixed compression and format version) and writes
-atomically, so a killed run never leaves a half-written file behind.
+Assets return either a ``pyarrow.Table`` (small tables) or a ``TableStream`` (big ones, as
+batches, already sorted by their key); this manager writes them with ``shards.write_table``
+(fixed writer options, fixed row groups, committed in one rename, so a killed run never leaves
+a half-written table where a finished one is expected) and refreshes the DuckDB catalog.
+
+A stage that streams an input annotates it as ``StoredTable`` and reads it in batches or
+through DuckDB; any other annotation gets the whole table in memory, or only the columns named
+in ``AssetIn(metadata={"columns": [...]})``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManager,
     InputContext,
@@ -20,70 +23,69 @@ from dagster import (
     TableColumn,
     TableSchema,
 )
+from pydantic import Field
 
-from mlm_pipeline.storage import default_data_dir
-
-WRITER_OPTIONS = dict(
-    compression="zstd",
-    compression_level=3,
-    version="2.6",
-    data_page_version="1.0",
-    use_dictionary=True,
-    write_statistics=True,
+from mlm_pipeline.catalog import refresh_catalog
+from mlm_pipeline.shards import (
+    INCOMING,
+    RELEASE_FOLDER,
+    StoredTable,
+    TableStream,
+    default_data_dir,
+    write_table,
 )
+from mlm_pipeline.storage import check_writable
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write deterministically and atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table.replace_schema_metadata(None), tmp, **WRITER_OPTIONS)
-    os.replace(tmp, path)
-
-
-def table_schema(table: pa.Table) -> TableSchema:
-    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in table.schema])
+def table_schema(schema: pa.Schema) -> TableSchema:
+    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in schema])
 
 
 class ParquetIOManager(ConfigurableIOManager):
-    """Stores each asset partition at ``<base_dir>/<asset key>/<partition>.parquet``."""
+    """Stores each asset partition at ``<base_dir>/<asset key>/release=<partition>/part-*.parquet``."""
 
-    base_dir: str = ""
+    base_dir: str = Field("", description="the data directory; empty: $MLM_DATA_DIR, else $DAGSTER_HOME/mlm_data")
+    min_free_mb: int = Field(256, ge=0, description="free space needed before a table is written")
 
-    def table_path(self, asset: str, partition: str | None) -> Path:
-        """Where an asset's table (for one partition) is stored, for readers outside a run."""
-        root = Path(self.base_dir) if self.base_dir else default_data_dir()
-        return root / asset / f"{partition}.parquet" if partition is not None else (root / asset).with_suffix(".parquet")
+    def _root(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else default_data_dir()
 
-    def _path(self, context: InputContext | OutputContext) -> Path:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        return self.table_path("/".join(context.asset_key.path), partition)
+    def _folder(self, context: InputContext | OutputContext) -> Path:
+        path = self._root().joinpath(*context.asset_key.path)
+        key = context.asset_partition_key if context.has_asset_partitions else "all"
+        return path / RELEASE_FOLDER.format(key)
 
-    def handle_output(self, context: OutputContext, obj: pa.Table) -> None:
-        if not isinstance(obj, pa.Table):
+    def handle_output(self, context: OutputContext, obj: pa.Table | TableStream) -> None:
+        if not isinstance(obj, (pa.Table, TableStream)):
             raise TypeError(
                 f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
-                "the Parquet IO manager stores pyarrow.Table values only"
+                "the Parquet IO manager stores pyarrow.Table and TableStream values only"
             )
-        path = self._path(context)
-        write_parquet(obj, path)
+        root = self._root()
+        check_writable(root, self.min_free_mb << 20)
+        written = write_table(self._folder(context), obj, root / INCOMING)
+        summary = obj.summary() if isinstance(obj, TableStream) and obj.summary else {}
         context.add_output_metadata(
             {
-                "dagster/row_count": obj.num_rows,
-                "dagster/column_schema": table_schema(obj),
-                "path": MetadataValue.path(str(path)),
-                "bytes": path.stat().st_size,
+                **summary,
+                "dagster/row_count": written.rows,
+                "dagster/column_schema": table_schema(obj.schema),
+                "path": MetadataValue.path(str(written.folder)),
+                "bytes": written.bytes,
+                "shards": written.shards,
             }
         )
+        refresh_catalog(root)
 
-    def load_input(self, context: InputContext) -> pa.Table:
-        """Reads the whole table, or only ``AssetIn(metadata={"columns": [...]})`` when a
-        consumer needs a few columns of a wide table (image bytes, feature vectors)."""
-        path = self._path(context)
-        if not path.exists():
+    def load_input(self, context: InputContext) -> pa.Table | StoredTable:
+        folder = self._folder(context)
+        if not folder.is_dir():
             raise FileNotFoundError(
-                f"{context.asset_key.to_user_string()} has no stored table at {path}: "
+                f"{context.asset_key.to_user_string()} has no stored table at {folder}: "
                 "materialise it for this release first"
             )
+        stored = StoredTable(folder)
+        if context.dagster_type.typing_type is StoredTable:
+            return stored
         columns = (context.definition_metadata or {}).get("columns")
-        return pq.read_table(path, columns=list(columns) if columns else None)
+        return stored.read(columns)
