@@ -63,20 +63,20 @@ SUMMARIES = pa.schema(
     ]
 )
 
-# Stage 3b/4: images (thumbnails) with their bytes.
+# Stage 3b/4: images (thumbnails). The bytes are stored once per release, apart from the tables:
+# ``mlm_pipeline.blobs.image_bytes(release, sha256)`` reads them.
 IMAGES = pa.schema(
     [
         ("qid", STR),
         ("file_name", STR),  # Commons file name without the "File:" prefix
         ("url", STR),  # the URL the bytes came from
-        ("sha256", STR),
+        ("sha256", STR),  # of the bytes; names them in the release's blob store
         ("format", STR),  # as detected from the content: JPEG, PNG, SVG, ...
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("n_bytes", pa.int64()),
         ("license", STR),
         ("attribution", STR),
-        ("content", pa.binary()),
     ]
 )
 

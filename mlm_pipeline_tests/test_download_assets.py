@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetSpec, materialize
 
 from mlm_pipeline import schemas
 from mlm_pipeline.assets import filtering, images, summaries
-from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
+from mlm_pipeline.blobs import BlobStore
+from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.shards import release_folder, store_table, stored_table
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World
 
@@ -24,7 +25,7 @@ FAST = {"backoff_s": 0.01, "backoff_max_s": 0.1, "timeout_s": 2.0, "timeout_hold
 def stored_entities(world: World, base: Path) -> pa.Table:
     """What the entities stage stores for this world (its truth), where the IO manager reads it."""
     table = pa.Table.from_pylist(list(world.truth.entities.values()), schema=schemas.ENTITIES)
-    write_parquet(schemas.sort_table(table, "entities"), base / "entities" / f"{world.release}.parquet")
+    store_table(base, "entities", world.release, schemas.sort_table(table, "entities"))
     return table
 
 
@@ -46,7 +47,7 @@ def run_stages(world: World, base: Path, instance: object, selection: list[str],
 
 
 def read(base: Path, name: str, release: str) -> pa.Table:
-    return pq.read_table(base / name / f"{release}.parquet")
+    return stored_table(name, release, base).read()
 
 
 def test_summaries_asset_accounts_for_every_sitelink(tiny_world: World, tmp_path: Path, dagster_instance: object) -> None:
@@ -99,6 +100,14 @@ def test_images_and_filter_assets_account_for_every_file(tiny_world: World, tmp_
     assert meta["images_filtered"]["kept"].value == kept.num_rows
     assert meta["images_filtered"]["entities_left_without_image"].value == len(tiny_world.truth.svg_only)
     assert all(url.startswith(images.EMBEDDED_COMMONS + "/w/") for url in table["url"].to_pylist())
+    # Each thumbnail's bytes are stored once for the release: both tables refer to the same files.
+    blobs = BlobStore.of_release(tmp_path, release)
+    stored = {p.name: p.stat().st_size for p in blobs.root.glob("*/*")}
+    assert set(stored) == set(table["sha256"].to_pylist()) >= set(kept["sha256"].to_pylist())
+    assert all(blobs.get(sha) for sha in kept["sha256"].to_pylist())
+    tables = sum(p.stat().st_size for name in ("images", "images_filtered")
+                 for p in release_folder(tmp_path, name, release).iterdir())
+    assert tables < 0.2 * sum(stored.values())  # the tables hold references, not bytes
 
 
 def test_rematerialising_from_scratch_gives_the_same_bytes(tiny_world: World, tmp_path_factory: pytest.TempPathFactory,
@@ -107,10 +116,11 @@ def test_rematerialising_from_scratch_gives_the_same_bytes(tiny_world: World, tm
     stored = []
     for attempt in ("first", "second"):  # new servers (new ports), new staging, same release
         base = tmp_path_factory.mktemp(attempt)
-        write_parquet(schemas.sort_table(entities, "entities"), base / "entities" / f"{tiny_world.release}.parquet")
+        store_table(base, "entities", tiny_world.release, schemas.sort_table(entities, "entities"))
         assert run_stages(tiny_world, base, dagster_instance,
                           ["summaries", "summary_dropouts", "images", "image_failures"],
                           {"summaries": {"config": FAST}, "images": {"config": FAST}}).success
-        stored.append({name: (base / name / f"{tiny_world.release}.parquet").read_bytes()
-                       for name in ("summaries", "summary_dropouts", "images", "image_failures")})
+        stored.append({path.relative_to(base).as_posix(): path.read_bytes()
+                       for name in ("summaries", "summary_dropouts", "images", "image_failures", "blobs")
+                       for path in sorted((base / name).rglob("*")) if path.is_file()})
     assert stored[0] == stored[1]

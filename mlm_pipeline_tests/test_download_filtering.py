@@ -9,8 +9,9 @@ import zlib
 import pyarrow as pa
 import pytest
 
-from mlm_pipeline import schemas
-from mlm_pipeline.download.filtering import entities_without_images, filter_images
+from mlm_pipeline import schemas, sql
+from mlm_pipeline.blobs import BlobStore
+from mlm_pipeline.download.filtering import filter_images
 from mlm_pipeline.download.validate import ImageFacts, TooManyPixels, inspect_image, is_svg, max_pixels_problem
 from mlm_pipeline.world.imagegen import (
     Picture, corrupted, encode, raster, svg_document, thumbnail_bytes, with_declared_size,
@@ -76,18 +77,28 @@ def facts_or_none(content: bytes) -> ImageFacts | None:
         return None
 
 
-def images_table(rows: list[tuple[str, str, bytes]]) -> pa.Table:
-    """Rows as the images stage would store them (a bomb as if stored under a laxer limit)."""
+def images_table(rows: list[tuple[str, str, bytes]], blobs: BlobStore) -> pa.Table:
+    """Rows as the images stage would store them, bytes in ``blobs`` (a bomb as if stored under
+    a laxer limit)."""
     facts = [facts_or_none(content) for _, _, content in rows]
     return pa.Table.from_pylist([
-        {"qid": qid, "file_name": name, "url": f"http://127.0.0.1/thumb/{i}", "sha256": hashlib.sha256(c).hexdigest(),
+        {"qid": qid, "file_name": name, "url": f"http://127.0.0.1/thumb/{i}", "sha256": blobs.put(c),
          "format": f.format if f else "PNG", "width": f.width if f else None, "height": f.height if f else None,
-         "n_bytes": len(c), "license": "CC BY-SA 4.0", "attribution": "A. Person", "content": c}
+         "n_bytes": len(c), "license": "CC BY-SA 4.0", "attribution": "A. Person"}
         for i, ((qid, name, c), f) in enumerate(zip(rows, facts))
     ], schema=schemas.IMAGES)
 
 
-def test_filter_drops_svg_by_content_and_by_name_and_undecodable_files() -> None:
+def run_filter(images: pa.Table, blobs: BlobStore) -> tuple[pa.Table, pa.Table, dict[str, int], int]:
+    with sql.connect() as con:
+        sql.register(con, images=images)
+        filtered = filter_images(con, blobs.get, LIMIT)
+        return (sql.table(con, filtered.kept, schemas.IMAGES), sql.table(con, filtered.dropouts, schemas.DROPOUTS),
+                dict(filtered.counts), filtered.orphans)
+
+
+def test_filter_drops_svg_by_content_and_by_name_and_undecodable_files(tmp_path) -> None:
+    blobs = BlobStore(tmp_path)
     photo = thumbnail_bytes(PHOTO, 250)
     map_png = thumbnail_bytes(MAP, 250)  # how Commons serves an SVG's thumbnail: a PNG rendering
     rows = [
@@ -99,7 +110,7 @@ def test_filter_drops_svg_by_content_and_by_name_and_undecodable_files() -> None
         ("Q3", "Huge.png", png_header_only(100_000, 100_000)),
         ("Q4", "Only map.svg", map_png),
     ]
-    kept, dropouts, counts = filter_images(images_table(rows), LIMIT)
+    kept, dropouts, counts, orphans = run_filter(images_table(rows, blobs), blobs)
     assert kept.schema == schemas.IMAGES and dropouts.schema == schemas.DROPOUTS
     assert sorted(zip(kept["qid"].to_pylist(), kept["file_name"].to_pylist())) == [
         ("Q1", "Pantin town hall.jpg"), ("Q2", "Pantin town hall.jpg")]
@@ -113,9 +124,9 @@ def test_filter_drops_svg_by_content_and_by_name_and_undecodable_files() -> None
     }
     assert set(dropouts["stage"].to_pylist()) == {"images_filtered"}
     assert counts == {"kept": 2, "svg": 3, "undecodable": 1, "too_many_pixels": 1}
-    assert entities_without_images(images_table(rows), kept) == {"Q3", "Q4"}
+    assert orphans == 2  # Q3 and Q4 had images and have none left
 
 
-def test_filter_of_nothing_is_empty_tables() -> None:
-    kept, dropouts, counts = filter_images(schemas.IMAGES.empty_table(), LIMIT)
-    assert kept.num_rows == dropouts.num_rows == 0 and not counts
+def test_filter_of_nothing_is_empty_tables(tmp_path) -> None:
+    kept, dropouts, counts, orphans = run_filter(schemas.IMAGES.empty_table(), BlobStore(tmp_path))
+    assert kept.num_rows == dropouts.num_rows == orphans == 0 and not counts

@@ -11,9 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mlm_pipeline import schemas
+from mlm_pipeline import schemas, sql
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.download.images import (
-    MEDIA_POOL, STAGED_IMAGES, ImageDownloader, ImagePlan, download_images, filepath_url, licence_and_attribution, plain_text, wanted_files,
+    MEDIA_POOL, STAGED_IMAGES, ImageDownloader, ImagePlan, assemble, download_images, filepath_url,
+    licence_and_attribution, plain_text, wanted_files,
 )
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
@@ -45,14 +47,32 @@ def fast_politeness(**overrides: object) -> Politeness:
     return Politeness(**settings)
 
 
+def blobs_beside(folder: Path) -> BlobStore:
+    return BlobStore(folder.parent / f"{folder.name}-blobs")
+
+
+def names_of(entities: pa.Table) -> list[str]:
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        return wanted_files(con)
+
+
 def run(entities: pa.Table, served: Served, folder: Path, plan: ImagePlan = ImagePlan(),
         politeness: Politeness | None = None) -> tuple[pa.Table, pa.Table]:
-    async def go() -> tuple[pa.Table, pa.Table]:
-        async with PoliteSession(politeness or fast_politeness()) as http:
-            return await download_images(entities, served.commons_api, served.commons_filepath, http,
-                                         Staging(folder, STAGED_IMAGES), plan, log.info)
+    """What the images stage does: download what is not staged, then the two tables from the staged
+    outcomes (the bytes in the blob store beside the staging folder)."""
+    staging = Staging(folder, STAGED_IMAGES)
 
-    return asyncio.run(go())
+    async def go() -> None:
+        async with PoliteSession(politeness or fast_politeness()) as http:
+            await download_images(names_of(entities), served.commons_api, served.commons_filepath, http, staging,
+                                  blobs_beside(folder), plan, log.info)
+
+    asyncio.run(go())
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        images, failures = assemble(con, staging)
+        return sql.table(con, images, schemas.IMAGES), sql.table(con, failures, schemas.DROPOUTS)
 
 
 def expected_thumbnail(files: FileIndex, name: str, width: int = 250) -> bytes:
@@ -70,7 +90,7 @@ def pairs(table: pa.Table, item: str) -> set[tuple[str, str]]:
 
 
 def wanted_pairs(entities: pa.Table) -> set[tuple[str, str]]:
-    return {(qid, name) for name, qids in wanted_files(entities).items() for qid in qids}
+    return {(row["qid"], name) for row in entities.to_pylist() for name in row["images"] or []}
 
 
 def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World, tmp_path: Path) -> None:
@@ -81,15 +101,15 @@ def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World,
         commons = served.servers["commons"].counters
         assert commons.get("violations", 0) == 0  # imageinfo in series with maxlag, media two at a time
         assert commons["max_inflight:media"] <= 2 and commons["max_inflight:api"] == 1
-        files = len(wanted_files(entities))
+        files = len(names_of(entities))
         # One imageinfo request per 50 files (it names each thumbnail), then one request per file.
         assert commons["requests"] == -(-files // 50) + files
     assert images.schema == schemas.IMAGES and failures.num_rows == 0
     assert pairs(images, "file_name") == wanted_pairs(entities)
-    index = FileIndex(tiny_world)
+    index, blobs = FileIndex(tiny_world), blobs_beside(tmp_path / "staging")
     for row in images.to_pylist():
         body = expected_thumbnail(index, row["file_name"])
-        assert row["content"] == body and row["sha256"] == hashlib.sha256(body).hexdigest()
+        assert blobs.get(row["sha256"]) == body and row["sha256"] == hashlib.sha256(body).hexdigest()
         assert row["n_bytes"] == len(body) and row["width"] <= 250
         info = tiny_world.files[row["file_name"]]
         assert row["license"] == info.license and row["attribution"] == info.author
@@ -98,10 +118,14 @@ def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World,
     # The world's tricky names ('../..', '/', '%', '?', '..jpg') arrive under their own names ...
     tricky = {n for n in images["file_name"].to_pylist() if "/" in n or ".." in n or "%" in n}
     assert {"../../Szombathely escape.jpg", "Rue de la Gare/Bahnhofstraße in Szombathely.jpg", "..jpg"} <= tricky
-    # ... and nothing was written anywhere but the staging folder, under hash-derived names only.
+    # ... and nothing was written anywhere but the staging folder and the blob store, under
+    # hash-derived names only: each file's bytes once, however many entities show it.
     assert sorted(p.name for p in tmp_path.parent.iterdir()) == outside_before
-    assert [p.name for p in tmp_path.iterdir()] == ["staging"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "staging-blobs"]
     assert all(p.is_file() and p.name.split("-", 1)[0].isdigit() for p in (tmp_path / "staging").iterdir())
+    stored = sorted(p.name for p in blobs.root.glob("*/*"))
+    assert stored == sorted(set(images["sha256"].to_pylist()))
+    assert all(p.parent.name == p.name[:2] for p in blobs.root.glob("*/*"))
 
 
 def test_faults_end_in_an_image_or_an_accounted_failure(tiny_world: World, tmp_path: Path) -> None:
@@ -115,9 +139,9 @@ def test_faults_end_in_an_image_or_an_accounted_failure(tiny_world: World, tmp_p
                         "garbage"}
     assert pairs(images, "file_name") | pairs(failures, "item") == wanted_pairs(entities)
     assert not pairs(images, "file_name") & pairs(failures, "item")
-    index = FileIndex(tiny_world)
+    index, blobs = FileIndex(tiny_world), blobs_beside(tmp_path)
     for row in images.to_pylist():  # what was stored is what Commons serves (or, damaged every time, undecodable)
-        assert row["content"] == expected_thumbnail(index, row["file_name"]) or row["width"] is None
+        assert blobs.get(row["sha256"]) == expected_thumbnail(index, row["file_name"]) or row["width"] is None
     assert images.num_rows > 0.9 * len(wanted_pairs(entities))
     for reason, detail in zip(failures["reason"].to_pylist(), failures["detail"].to_pylist()):
         assert reason and "attempts=" in detail
@@ -155,8 +179,8 @@ def test_a_killed_download_resumes_without_fetching_anything_twice(tiny_world: W
         async def killed_after(shards: int) -> None:
             async with PoliteSession(fast_politeness()) as http:
                 task = asyncio.create_task(download_images(
-                    entities, served.commons_api, served.commons_filepath, http, Staging(folder, STAGED_IMAGES),
-                    plan, log.info))
+                    names_of(entities), served.commons_api, served.commons_filepath, http,
+                    Staging(folder, STAGED_IMAGES), blobs_beside(folder), plan, log.info))
                 while len(list(folder.glob("*.results.parquet"))) < shards:
                     await asyncio.sleep(0.005)
                 task.cancel()
@@ -167,7 +191,8 @@ def test_a_killed_download_resumes_without_fetching_anything_twice(tiny_world: W
         stored = set(Staging(folder, STAGED_IMAGES).load().results["key"].to_pylist())
         commons = served.servers["commons"]
         first = Counter({k: n for k, n in served_counts(commons).items() if k.startswith("thumb:")})
-        assert 0 < len(stored) < len(wanted_files(entities))
+        assert 0 < len(stored) < len(names_of(entities))
+        blobs_at_kill = {p.name: p.stat().st_mtime_ns for p in blobs_beside(folder).root.glob("*/*")}
 
         resumed = run(entities, served, folder, plan)
         second = Counter({k: n for k, n in served_counts(commons).items() if k.startswith("thumb:")}) - first
@@ -176,23 +201,29 @@ def test_a_killed_download_resumes_without_fetching_anything_twice(tiny_world: W
     assert not stored & refetched  # nothing stored before the kill was downloaded again
     assert max((first + second).values()) <= 2  # only files in flight at the kill came twice
     assert resumed[0].equals(uninterrupted[0]) and resumed[1].equals(uninterrupted[1])
+    # Every image's bytes are stored once, and no file stored before the kill was written again.
+    after = {p.name: p.stat().st_mtime_ns for p in blobs_beside(folder).root.glob("*/*")}
+    assert sorted(after) == sorted(set(resumed[0]["sha256"].to_pylist()))
+    assert {name: after[name] for name in blobs_at_kill} == blobs_at_kill
 
 
-def test_without_a_thumbnail_url_the_file_path_redirect_is_followed(tiny_world: World) -> None:
+def test_without_a_thumbnail_url_the_file_path_redirect_is_followed(tiny_world: World, tmp_path: Path) -> None:
     """MediaWiki scales at most 50 files per imageinfo request; beyond, Special:FilePath still works."""
     names = ["../../Szombathely escape.jpg", "Rue de la Gare/Bahnhofstraße in Szombathely.jpg", "..jpg"]
     index = FileIndex(tiny_world)
 
     async def fetch(served: Served) -> list:
         async with PoliteSession(fast_politeness()) as http:
-            downloader = ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan())
+            downloader = ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan(), blobs)
             return [await downloader.file(name, {}) for name in names]
+
+    blobs = BlobStore(tmp_path)
 
     with running_world(tiny_world) as served:
         rows = asyncio.run(fetch(served))
         commons = served.servers["commons"].counters
         assert commons["served:filepath"] == len(names) and commons.get("violations", 0) == 0
-    assert [row["content"] for row in rows] == [expected_thumbnail(index, name) for name in names]
+    assert [blobs.get(row["sha256"]) for row in rows] == [expected_thumbnail(index, name) for name in names]
 
 
 def test_file_path_urls_keep_names_in_one_segment() -> None:

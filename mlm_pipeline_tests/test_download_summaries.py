@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 import requests
 
-from mlm_pipeline import schemas
+from mlm_pipeline import schemas, sql
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
-from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, download_summaries
+from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, assemble, download_summaries, wanted_titles
 from mlm_pipeline.resources import ConfigError, user_agent
 from mlm_pipeline.world import Served, World, running_world
 from mlm_pipeline.world.wiki_server import WikiIndex, normalize_title, served_counts
@@ -38,14 +38,27 @@ def fast_politeness(**overrides: object) -> Politeness:
     return Politeness(**settings)
 
 
+def keys_of(entities: pa.Table, plan: SummaryPlan = SummaryPlan()) -> list[str]:
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        return wanted_titles(con, plan.langs)
+
+
 def run(entities: pa.Table, served: Served, folder: Path, plan: SummaryPlan = SummaryPlan(),
         politeness: Politeness | None = None) -> tuple[pa.Table, pa.Table]:
-    async def go() -> tuple[pa.Table, pa.Table]:
-        async with PoliteSession(politeness or fast_politeness()) as http:
-            return await download_summaries(entities, served.wikipedia_api, http, Staging(folder, STAGED_SUMMARIES),
-                                            plan, log.info)
+    """What the summaries stage does: download what is not staged, then the two tables from the
+    staged outcomes."""
+    staging = Staging(folder, STAGED_SUMMARIES)
 
-    return asyncio.run(go())
+    async def go() -> None:
+        async with PoliteSession(politeness or fast_politeness()) as http:
+            await download_summaries(keys_of(entities, plan), served.wikipedia_api, http, staging, plan, log.info)
+
+    asyncio.run(go())
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        summaries, dropouts = assemble(con, staging, plan.langs)
+        return sql.table(con, summaries, schemas.SUMMARIES), sql.table(con, dropouts, schemas.DROPOUTS)
 
 
 def expected_texts(world: World) -> dict[tuple[str, str], str]:
@@ -142,7 +155,8 @@ def test_a_killed_download_resumes_without_fetching_anything_twice(tiny_world: W
         async def killed_after(shards: int) -> None:
             async with PoliteSession(fast_politeness()) as http:
                 task = asyncio.create_task(download_summaries(
-                    entities, served.wikipedia_api, http, Staging(folder, STAGED_SUMMARIES), plan, log.info))
+                    keys_of(entities, plan), served.wikipedia_api, http, Staging(folder, STAGED_SUMMARIES), plan,
+                    log.info))
                 while len(list(folder.glob("*.results.parquet"))) < shards:
                     await asyncio.sleep(0.005)
                 task.cancel()

@@ -1,19 +1,28 @@
 """Stage 3b: every image of every entity as a Commons thumbnail (paper 3.3.4), with licence."""
 
-from collections import Counter
 from typing import Iterator
 
-import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, multi_asset
 from pydantic import Field
 
-from mlm_pipeline.assets.summaries import PoliteDownloadConfig, reason_counts, request_metadata
-from mlm_pipeline.download.images import MAX_TITLES_PER_REQUEST, MEDIA_POOL, ImagePlan, fetch_images
-from mlm_pipeline import pools
+from mlm_pipeline import pools, schemas, sql
+from mlm_pipeline.assets.subsets import outs, selected
+from mlm_pipeline.assets.summaries import PoliteDownloadConfig, request_metadata
 from mlm_pipeline.config_rules import PixelLimit, ThumbnailWidth
+from mlm_pipeline.download.images import (
+    MAX_TITLES_PER_REQUEST,
+    MEDIA_POOL,
+    STAGED_IMAGES,
+    ImagePlan,
+    assemble,
+    fetch_images,
+    wanted_files,
+)
+from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
 
 # Stored image URLs of the embedded world name this origin: its servers' ports change every run.
@@ -42,47 +51,58 @@ class ImagesConfig(PoliteDownloadConfig):
 
 
 @multi_asset(
-    outs={
-        "images": AssetOut(
-            description="Each entity's images as thumbnails at the configured width: bytes, sha256, format "
-            "from the content, size, source URL, licence and attribution (schemas.IMAGES)."
-        ),
-        "image_failures": AssetOut(
-            description="Every (entity, file) that could not be downloaded, with its reason and attempts "
-            "(schemas.DROPOUTS, stage 'images': missing_file, http_..., timeout, too_large, too_many_pixels, ...)."
-        ),
-    },
+    outs=outs(
+        images="Each entity's images as thumbnails at the configured width: sha256 (the bytes are in the "
+        "release's blob store: mlm_pipeline.blobs.image_bytes), format from the content, size, source URL, "
+        "licence and attribution (schemas.IMAGES).",
+        image_failures="Every (entity, file) that could not be downloaded, with its reason and attempts "
+        "(schemas.DROPOUTS, stage 'images': missing_file, http_..., timeout, too_large, too_many_pixels, ...).",
+    ),
     ins={"entities": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     pool=pools.WIKIMEDIA_MEDIA,
+    can_subset=True,
 )
 def images(
     context: AssetExecutionContext,
     config: ImagesConfig,
     wikimedia: WikimediaResource,
     storage: StorageResource,
-    entities: pa.Table,
+    entities: StoredTable,
 ) -> Iterator[Output]:
+    release = context.partition_key
     plan = config.plan(wikimedia)
-    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(context.partition_key), "images", plan.fingerprint())
-    with wikimedia.open(context.partition_key) as endpoints:
-        politeness = config.politeness(endpoints, pools={MEDIA_POOL: config.media_concurrency})
-        table, failures, stats = fetch_images(
-            entities, endpoints.commons_api, endpoints.commons_filepath, politeness, folder, plan, context.log.info)
-    common = provenance(source=wikimedia, release=context.partition_key, config=config)
-    yield Output(table, output_name="images", metadata={
-        **common,
-        "images": MetadataValue.int(table.num_rows),
-        "files": MetadataValue.int(len(set(table["file_name"].to_pylist()))),
-        "entities_with_an_image": MetadataValue.int(len(set(table["qid"].to_pylist()))),
-        "formats": MetadataValue.json(dict(sorted(Counter(str(f) for f in table["format"].to_pylist()).items()))),
-        "bytes": MetadataValue.int(sum(table["n_bytes"].to_pylist())),
-        "staging": MetadataValue.path(str(folder)),
-        **request_metadata(stats, table.num_rows),
-    })
-    yield Output(failures, output_name="image_failures", metadata={
-        **common,
-        "failures": MetadataValue.int(failures.num_rows),
-        "failures_by_reason": MetadataValue.json(reason_counts(failures)),
-    })
+    folder = storage.folder("staging", release, wikimedia.identity_key(release), "images", plan.fingerprint())
+    staging = Staging(folder, STAGED_IMAGES)
+    blobs = storage.blobs(release)
+    with sql.connect(storage.spill()) as con:
+        sql.register(con, entities=entities)
+        names = wanted_files(con)
+        with wikimedia.open(release) as endpoints:
+            politeness = config.politeness(endpoints, pools={MEDIA_POOL: config.media_concurrency})
+            stats = fetch_images(names, endpoints.commons_api, endpoints.commons_filepath, politeness, staging,
+                                 blobs, plan, context.log.info)
+        table, failures = assemble(con, staging)
+        common = provenance(source=wikimedia, release=release, config=config)
+        if selected(context, "images"):
+            rows, files, qids, size = sql.row(
+                con, f"SELECT count(*), count(DISTINCT file_name), count(DISTINCT qid), coalesce(sum(n_bytes), 0) "
+                f"FROM ({table})")
+            yield Output(sql.stream(con, table, schemas.IMAGES), output_name="images", metadata={
+                **common,
+                "images": MetadataValue.int(rows),
+                "files": MetadataValue.int(files),
+                "entities_with_an_image": MetadataValue.int(qids),
+                "formats": MetadataValue.json(sql.counts(con, table, "format")),
+                "bytes": MetadataValue.int(int(size)),
+                "staging": MetadataValue.path(str(folder)),
+                "blobs": MetadataValue.path(str(blobs.root)),
+                **request_metadata(stats, rows),
+            })
+        if selected(context, "image_failures"):
+            yield Output(sql.stream(con, failures, schemas.DROPOUTS), output_name="image_failures", metadata={
+                **common,
+                "failures": MetadataValue.int(sql.scalar(con, f"SELECT count(*) FROM ({failures})")),
+                "failures_by_reason": MetadataValue.json(sql.counts(con, failures, "reason")),
+            })

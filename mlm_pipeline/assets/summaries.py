@@ -3,17 +3,26 @@
 from collections import Counter
 from typing import Iterator
 
-import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, multi_asset
 from pydantic import Field
 
-from mlm_pipeline.download.politeness import Politeness
-from mlm_pipeline.download.summaries import MAX_TITLES_PER_REQUEST, SummaryPlan, fetch_summaries
-from mlm_pipeline import pools
+from mlm_pipeline import pools, schemas, sql
+from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.config_rules import LanguageCodes
+from mlm_pipeline.download.politeness import Politeness
+from mlm_pipeline.download.staging import Staging
+from mlm_pipeline.download.summaries import (
+    MAX_TITLES_PER_REQUEST,
+    STAGED_SUMMARIES,
+    SummaryPlan,
+    assemble,
+    fetch_summaries,
+    wanted_titles,
+)
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import Endpoints, WikimediaResource
+from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
 
 
@@ -39,10 +48,6 @@ class PoliteDownloadConfig(Config):
             max_retry_after_s=self.max_retry_after_s, timeout_s=self.timeout_s, timeout_hold_s=self.timeout_hold_s,
             max_redirects=self.max_redirects,
         )
-
-
-def reason_counts(dropouts: pa.Table) -> dict[str, int]:
-    return dict(sorted(Counter(dropouts["reason"].to_pylist()).items()))
 
 
 def request_metadata(stats: Counter[str], items: int) -> dict[str, MetadataValue]:
@@ -78,43 +83,49 @@ class SummariesConfig(PoliteDownloadConfig):
 
 
 @multi_asset(
-    outs={
-        "summaries": AssetOut(description="Plain-text Wikipedia intro per entity and language (schemas.SUMMARIES)."),
-        "summary_dropouts": AssetOut(
-            description="Every (entity, language) sitelink without a summary, with its reason "
-            "(schemas.DROPOUTS, stage 'summaries': missing_page, empty_extract, http_..., timeout, ...)."
-        ),
-    },
+    outs=outs(
+        summaries="Plain-text Wikipedia intro per entity and language (schemas.SUMMARIES).",
+        summary_dropouts="Every (entity, language) sitelink without a summary, with its reason "
+        "(schemas.DROPOUTS, stage 'summaries': missing_page, empty_extract, http_..., timeout, ...).",
+    ),
     ins={"entities": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     pool=pools.WIKIPEDIA_API,
+    can_subset=True,
 )
 def summaries(
     context: AssetExecutionContext,
     config: SummariesConfig,
     wikimedia: WikimediaResource,
     storage: StorageResource,
-    entities: pa.Table,
+    entities: StoredTable,
 ) -> Iterator[Output]:
+    release = context.partition_key
     plan = config.plan()
-    folder = storage.folder("staging", context.partition_key, wikimedia.identity_key(context.partition_key), "summaries",
-                            plan.fingerprint())
-    with wikimedia.open(context.partition_key) as endpoints:
-        table, dropouts, stats = fetch_summaries(
-            entities, endpoints.wikipedia_api, config.politeness(endpoints), folder, plan, context.log.info)
-    common = provenance(source=wikimedia, release=context.partition_key, config=config)
-    by_lang = dict(sorted(Counter(table["lang"].to_pylist()).items()))
-    yield Output(table, output_name="summaries", metadata={
-        **common,
-        "summaries": MetadataValue.int(table.num_rows),
-        "summaries_by_language": MetadataValue.json(by_lang),
-        "entities_with_a_summary": MetadataValue.int(len(set(table["qid"].to_pylist()))),
-        "staging": MetadataValue.path(str(folder)),
-        **request_metadata(stats, table.num_rows),
-    })
-    yield Output(dropouts, output_name="summary_dropouts", metadata={
-        **common,
-        "dropouts": MetadataValue.int(dropouts.num_rows),
-        "dropouts_by_reason": MetadataValue.json(reason_counts(dropouts)),
-    })
+    folder = storage.folder("staging", release, wikimedia.identity_key(release), "summaries", plan.fingerprint())
+    staging = Staging(folder, STAGED_SUMMARIES)
+    with sql.connect(storage.spill()) as con:
+        sql.register(con, entities=entities)
+        keys = wanted_titles(con, plan.langs)
+        with wikimedia.open(release) as endpoints:
+            stats = fetch_summaries(keys, endpoints.wikipedia_api, config.politeness(endpoints), staging, plan,
+                                    context.log.info)
+        table, dropouts = assemble(con, staging, plan.langs)
+        common = provenance(source=wikimedia, release=release, config=config)
+        if selected(context, "summaries"):
+            rows, qids = sql.row(con, f"SELECT count(*), count(DISTINCT qid) FROM ({table})")
+            yield Output(sql.stream(con, table, schemas.SUMMARIES), output_name="summaries", metadata={
+                **common,
+                "summaries": MetadataValue.int(rows),
+                "summaries_by_language": MetadataValue.json(sql.counts(con, table, "lang")),
+                "entities_with_a_summary": MetadataValue.int(qids),
+                "staging": MetadataValue.path(str(folder)),
+                **request_metadata(stats, rows),
+            })
+        if selected(context, "summary_dropouts"):
+            yield Output(sql.stream(con, dropouts, schemas.DROPOUTS), output_name="summary_dropouts", metadata={
+                **common,
+                "dropouts": MetadataValue.int(sql.scalar(con, f"SELECT count(*) FROM ({dropouts})")),
+                "dropouts_by_reason": MetadataValue.json(sql.counts(con, dropouts, "reason")),
+            })

@@ -4,20 +4,25 @@ The paper excludes SVG files (maps, flags, coats of arms: drawings, not views of
 Commons serves an SVG's thumbnail as a PNG rendering, so the name is one witness; the bytes are
 the other (an SVG document whatever the name says). Bytes that Pillow cannot decode (still
 damaged after every download attempt) go too. Each file's bytes are judged once, however many
-entities share it.
+entities share it, read from the blob store a batch at a time; the kept rows refer to the same
+stored bytes as the downloaded ones (nothing is copied).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from mlm_pipeline import schemas
+from mlm_pipeline import sql
 from mlm_pipeline.download.validate import TooManyPixels, inspect_image, is_svg, svg_by_name
 
 STAGE = "images_filtered"
+FILES_PER_BATCH = 256
 
 
 def verdict(file_name: str, content: bytes, max_pixels: int) -> tuple[str, str] | None:
@@ -35,33 +40,51 @@ def verdict(file_name: str, content: bytes, max_pixels: int) -> tuple[str, str] 
     return None
 
 
-def filter_images(images: pa.Table, max_pixels: int) -> tuple[pa.Table, pa.Table, Counter[str]]:
-    """IMAGES rows kept, DROPOUTS rows for the others, and counts per reason (plus ``kept``)."""
-    verdicts: dict[tuple[str, str], tuple[str, str] | None] = {}
-    keep = []
-    drops: dict[str, list[str]] = {"qid": [], "item": [], "stage": [], "reason": [], "detail": []}
-    counts: Counter[str] = Counter()
-    names, hashes = images["file_name"].to_pylist(), images["sha256"].to_pylist()
-    qids = images["qid"].to_pylist()
-    contents = images["content"]
-    for i, (qid, name, digest) in enumerate(zip(qids, names, hashes)):
-        if (name, digest) not in verdicts:
-            verdicts[(name, digest)] = verdict(name, contents[i].as_py(), max_pixels)
-        found = verdicts[(name, digest)]
-        keep.append(found is None)
-        if found is None:
-            counts["kept"] += 1
-            continue
-        counts[found[0]] += 1
-        for column, value in zip(drops, (qid, name, STAGE, *found)):
-            drops[column].append(value)
-    kept = images.filter(pa.array(keep, pa.bool_())) if images.num_rows else images
-    return (schemas.sort_table(kept.cast(schemas.IMAGES), "images_filtered"),
-            schemas.sort_table(pa.table(drops, schema=schemas.DROPOUTS), "image_dropouts"),
-            counts)
+VERDICTS = pa.schema([("file_name", pa.string()), ("sha256", pa.string()), ("reason", pa.string()),
+                      ("detail", pa.string())])
+"""The files to drop, each (name, bytes) judged once however many entities show it."""
 
 
-def entities_without_images(images: pa.Table, kept: pa.Table) -> set[str]:
-    """Entities that had images before the filter and have none after (e.g. only SVG maps)."""
-    before = set(images["qid"].to_pylist())
-    return before - set(pc.unique(kept["qid"]).to_pylist())
+def judge(files: Iterable[pa.RecordBatch], read: Callable[[str], bytes], max_pixels: int, workers: int = 2) -> pa.Table:
+    """VERDICTS for the (file_name, sha256) rows of ``files`` that go; a batch at a time, its
+    files decoded by ``workers`` threads (Pillow decodes without holding the GIL)."""
+    dropped: dict[str, list[str]] = {name: [] for name in VERDICTS.names}
+
+    def one(name: str, sha256: str) -> tuple[str, str] | None:
+        return verdict(name, read(sha256), max_pixels)
+
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="image-filter") as pool:
+        for batch in files:
+            names, hashes = batch.column("file_name").to_pylist(), batch.column("sha256").to_pylist()
+            for name, sha256, found in zip(names, hashes, pool.map(one, names, hashes)):
+                if found is not None:
+                    for column, value in zip(VERDICTS.names, (name, sha256, *found)):
+                        dropped[column].append(value)
+    return pa.table(dropped, schema=VERDICTS)
+
+
+@dataclass(frozen=True)
+class Filtered:
+    kept: str  # query: the IMAGES rows kept
+    dropouts: str  # query: a DROPOUTS row per (entity, file) removed
+    counts: Counter[str]  # rows per reason, plus "kept"
+    orphans: int  # entities that had images and have none left (e.g. only SVG maps)
+
+
+def filter_images(con: duckdb.DuckDBPyConnection, read: Callable[[str], bytes], max_pixels: int) -> Filtered:
+    """Judges the files of the ``images`` view (bytes from ``read(sha256)``) and gives the
+    queries that split it into the kept rows and the dropouts, sorted, run out of core."""
+    files = con.sql("SELECT DISTINCT file_name, sha256 FROM images ORDER BY 1, 2").to_arrow_reader(FILES_PER_BATCH)
+    sql.register(con, verdicts=judge(files, read, max_pixels))
+    kept = """
+        SELECT i.* FROM images i ANTI JOIN verdicts v ON v.file_name = i.file_name AND v.sha256 = i.sha256
+        ORDER BY i.qid, i.file_name"""
+    dropouts = f"""
+        SELECT i.qid, i.file_name AS item, '{STAGE}' AS stage, v.reason, v.detail
+        FROM images i JOIN verdicts v ON v.file_name = i.file_name AND v.sha256 = i.sha256
+        ORDER BY qid, item, stage, reason"""
+    counts: Counter[str] = Counter(sql.counts(con, dropouts, "reason"))
+    if kept_rows := sql.scalar(con, f"SELECT count(*) FROM ({kept})"):
+        counts["kept"] = kept_rows
+    orphans = sql.scalar(con, f"SELECT count(*) FROM (SELECT qid FROM images EXCEPT SELECT qid FROM ({kept}))")
+    return Filtered(kept, dropouts, counts, orphans)

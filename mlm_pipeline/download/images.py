@@ -9,7 +9,9 @@ image costs one media request; ``Special:FilePath/<name>?width=W`` (a redirect t
 thumbnail, and a second request) is the fallback when the API gives no thumbnail URL. The
 ``imageinfo`` requests go in series (``mediawiki``); media requests share one concurrency pool
 (Wikimedia allows 2 media downloads at a time per client), which 429s lower for a while.
-File names come from the graph and are never used as paths: staging shards are named by hashes.
+Each thumbnail's bytes go to the release's blob store (``blobs.py``) as soon as they arrive; the
+staged rows, and the ``images`` table built from them, carry its sha256. File names come from
+the graph and are never used as paths: staging shards and blobs are named by hashes.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
+import duckdb
 import pyarrow as pa
 from yarl import URL
 
 from mlm_pipeline import schemas
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.download.mediawiki import query_titles, title_problem
 from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, PoliteSession, Response
 from mlm_pipeline.download.progress import Progress
-from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, Stored, chunks, pending_keys
+from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, chunks, pending_keys
 from mlm_pipeline.download.validate import ImageFacts, TooManyPixels, inspect_image, max_pixels_problem
 from mlm_pipeline.resources import ConfigError
 
@@ -72,19 +75,19 @@ class ImagePlan:
         return problems
 
     def fingerprint(self) -> str:
-        """Names the staging folder: what decides a stored outcome, so other settings start afresh."""
-        return f"w{self.width}-" + hashlib.sha256(f"{self.max_bytes}:{self.max_pixels}".encode()).hexdigest()[:8]
+        """Names the staging folder: what decides a stored outcome (and how outcomes are stored:
+        bytes in the blob store), so other settings start afresh."""
+        decisive = f"{self.max_bytes}:{self.max_pixels}:blobs"
+        return f"w{self.width}-" + hashlib.sha256(decisive.encode()).hexdigest()[:8]
 
 
-def wanted_files(entities: pa.Table) -> dict[str, list[str]]:
-    """File name -> the entities that show it (a map or emblem can serve several)."""
-    wanted: dict[str, list[str]] = {}
-    for qid, names in zip(entities["qid"].to_pylist(), entities["images"].to_pylist()):
-        for name in names or []:
-            askers = wanted.setdefault(name, [])
-            if qid not in askers:
-                askers.append(qid)
-    return wanted
+WANTED = "SELECT DISTINCT qid, unnest(images) AS file_name FROM entities"
+"""Every (entity, file) pair asked for: a map or emblem can serve several entities."""
+
+
+def wanted_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The distinct file names of the ``entities`` view, sorted."""
+    return [name for (name,) in con.execute(f"SELECT DISTINCT file_name FROM ({WANTED}) ORDER BY 1").fetchall()]
 
 
 def filepath_url(base: str, name: str, width: int) -> str:
@@ -118,11 +121,12 @@ def licence_and_attribution(info: dict[str, Any]) -> tuple[str | None, str | Non
 
 
 class ImageDownloader:
-    def __init__(self, session: PoliteSession, commons_api: str, filepath: str, plan: ImagePlan) -> None:
+    def __init__(self, session: PoliteSession, commons_api: str, filepath: str, plan: ImagePlan, blobs: BlobStore) -> None:
         self.session = session
         self.commons_api = commons_api
         self.filepath = filepath
         self.plan = plan
+        self.blobs = blobs
 
     async def metadata(self, names: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str, bool]]]:
         """imageinfo per asked name, and failures (reason, detail, transient) for names without one."""
@@ -200,9 +204,9 @@ class ImageDownloader:
         licence, attribution = licence_and_attribution(info)
         return {
             "key": name, "file_name": name, "url": self.public_url(response.url),
-            "sha256": hashlib.sha256(response.body).hexdigest(), "format": facts.format,
+            "sha256": self.blobs.put(response.body), "format": facts.format,
             "width": facts.width, "height": facts.height, "n_bytes": len(response.body),
-            "license": licence, "attribution": attribution, "content": response.body,
+            "license": licence, "attribution": attribution,
         }
 
     async def batch(self, names: Sequence[str]) -> BatchOutcome:
@@ -228,59 +232,55 @@ def _outcome(rows: list[dict[str, Any]], failures: dict[str, tuple[str, str, boo
 
 
 async def download_images(
-    entities: pa.Table, commons_api: str, filepath: str, session: PoliteSession, staging: Staging,
-    plan: ImagePlan, log: Callable[[str], None],
-) -> tuple[pa.Table, pa.Table]:
-    """IMAGES and DROPOUTS (failures) tables for every image of ``entities``."""
+    names: Sequence[str], commons_api: str, filepath: str, session: PoliteSession, staging: Staging,
+    blobs: BlobStore, plan: ImagePlan, log: Callable[[str], None],
+) -> None:
+    """Downloads every file of ``names`` that ``staging`` holds no outcome for."""
     if problems := plan.problems():
         raise ValueError("images: " + "; ".join(problems))
-    wanted = wanted_files(entities)
-    pending = pending_keys(sorted(wanted), staging.load(keys_only=True))
-    progress = Progress("images", total=len(wanted), log=log, every_s=plan.progress_every_s,
-                        already=len(wanted) - len(pending))
+    pending = pending_keys(names, staging.load(keys_only=True))
+    progress = Progress("images", total=len(names), log=log, every_s=plan.progress_every_s,
+                        already=len(names) - len(pending))
     unsendable = {n: problem for n in pending if (problem := title_problem(n))}
     if unsendable:
         staging.write(_outcome([], {n: ("invalid_file_name", p, False) for n, p in unsendable.items()}))
         progress.add(failed=len(unsendable))
         pending = [n for n in pending if n not in unsendable]
-    downloader = ImageDownloader(session, commons_api, filepath, plan)
+    downloader = ImageDownloader(session, commons_api, filepath, plan, blobs)
     await BatchRunner(staging, progress, plan.parallel_batches).run(
         chunks(pending, plan.metadata_batch), downloader.batch)
-    return assemble(wanted, staging.load())
 
 
-def assemble(wanted: dict[str, list[str]], stored: Stored) -> tuple[pa.Table, pa.Table]:
-    """One IMAGES row per (entity, file), or one failure row per (entity, file) saying why not."""
-    results = stored.results
-    index = {k: i for i, k in enumerate(results["key"].to_pylist())}
-    f = stored.failures.to_pydict()
-    failures = {k: (r, d) for k, r, d in zip(f["key"], f["reason"], f["detail"])}
-    take, qids = [], []
-    drops: dict[str, list[str]] = {"qid": [], "item": [], "stage": [], "reason": [], "detail": []}
-    for name, askers in wanted.items():
-        for qid in askers:
-            if name in index:
-                take.append(index[name])
-                qids.append(qid)
-            else:
-                reason, detail = failures.get(name, ("not_fetched", "no outcome stored (download interrupted)"))
-                for column, value in zip(drops, (qid, name, STAGE, reason, detail)):
-                    drops[column].append(value)
-    picked = results.take(pa.array(take, pa.int64())).drop_columns(["key"])
-    images = picked.add_column(0, "qid", pa.array(qids, pa.string())).select(schemas.IMAGES.names).cast(schemas.IMAGES)
-    return (schemas.sort_table(images, "images"),
-            schemas.sort_table(pa.table(drops, schema=schemas.DROPOUTS), "image_failures"))
+IMAGE_COLUMNS = ", ".join(f"r.{name}" for name in schemas.IMAGES.names if name != "qid")
+
+
+def assemble(con: duckdb.DuckDBPyConnection, staging: Staging) -> tuple[str, str]:
+    """Queries for the IMAGES rows, one per (entity, file) downloaded, and the DROPOUTS rows, one
+    per (entity, file) that was not, saying why: over the ``entities`` view and the staged
+    outcomes, sorted, run out of core by DuckDB."""
+    staging.register(con)
+    images = f"""
+        SELECT w.qid, {IMAGE_COLUMNS}
+        FROM ({WANTED}) w JOIN staged_results r ON r.key = w.file_name
+        ORDER BY w.qid, r.file_name"""
+    failures = f"""
+        SELECT w.qid, w.file_name AS item, '{STAGE}' AS stage,
+               coalesce(f.reason, 'not_fetched') AS reason,
+               coalesce(f.detail, 'no outcome stored (download interrupted)') AS detail
+        FROM ({WANTED}) w ANTI JOIN staged_results r ON r.key = w.file_name
+        LEFT JOIN staged_failures f ON f.key = w.file_name
+        ORDER BY qid, item, stage, reason"""
+    return images, failures
 
 
 def fetch_images(
-    entities: pa.Table, commons_api: str, filepath: str, politeness: Politeness, folder: Path, plan: ImagePlan,
-    log: Callable[[str], None],
-) -> tuple[pa.Table, pa.Table, Counter[str]]:
-    """``download_images`` for synchronous callers, with the client's request counts."""
-    async def go() -> tuple[pa.Table, pa.Table, Counter[str]]:
+    names: Sequence[str], commons_api: str, filepath: str, politeness: Politeness, staging: Staging,
+    blobs: BlobStore, plan: ImagePlan, log: Callable[[str], None],
+) -> Counter[str]:
+    """``download_images`` for synchronous callers; returns the client's request counts."""
+    async def go() -> Counter[str]:
         async with PoliteSession(politeness, log) as session:
-            images, failures = await download_images(
-                entities, commons_api, filepath, session, Staging(folder, STAGED_IMAGES), plan, log)
-            return images, failures, session.stats
+            await download_images(names, commons_api, filepath, session, staging, blobs, plan, log)
+            return session.stats
 
     return asyncio.run(go())

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mlm_pipeline.download.progress import Progress
-from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline import sql
+from mlm_pipeline.shards import write_parquet
 from mlm_pipeline.resources import ConfigError
 
 STR = pa.string()
@@ -71,23 +71,42 @@ class Staging:
     def _result_paths(self) -> list[Path]:
         return sorted(self.folder.glob("*.results.parquet"), key=self._seq)
 
+    def register(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Views of what is stored, read from the shards in place: ``staged_results``, one row
+        per key (the first stored), and ``staged_failures``, for each key without a result its
+        latest failure. Only batches whose results shard exists count."""
+        paths = self._result_paths()
+        if not paths:
+            sql.register(con, staged_results=self.result_schema.empty_table(),
+                         staged_failures=STAGED_FAILURES.empty_table())
+            return
+        results = _file_list(paths)
+        failures = _file_list([p.with_name(p.name.replace(".results.", ".failures.")) for p in paths])
+        shard = r"regexp_extract(filename, '(\d+)-[0-9a-f]+\.\w+\.parquet$', 1)::BIGINT"
+        con.execute(f"""
+            CREATE OR REPLACE VIEW staged_results AS
+            SELECT {', '.join(f'"{name}"' for name in self.result_schema.names)} FROM (
+                SELECT *, row_number() OVER (PARTITION BY key ORDER BY {shard}, file_row_number) AS _n
+                FROM read_parquet({results}, filename = true, file_row_number = true)
+            ) WHERE _n = 1""")
+        # A key is only fetched while it has no result, so one writer never stores two; the
+        # first wins anyway, so that two racing writers still give one row per key.
+        con.execute(f"""
+            CREATE OR REPLACE VIEW staged_failures AS
+            SELECT key, reason, detail, transient FROM (
+                SELECT *, row_number() OVER (PARTITION BY key ORDER BY {shard} DESC, file_row_number DESC) AS _n
+                FROM read_parquet({failures}, filename = true, file_row_number = true)
+            ) WHERE _n = 1 AND key NOT IN (SELECT key FROM staged_results)""")
+
     def load(self, keys_only: bool = False) -> Stored:
         """Everything stored so far (``keys_only``: without the payload, to decide what is left);
         a key's later failure supersedes its earlier one."""
         schema = pa.schema([self.result_schema.field("key")]) if keys_only else self.result_schema
-        results, failures = [], []
-        for path in self._result_paths():
-            results.append(pq.read_table(path, columns=schema.names, schema=self.result_schema))
-            failures.append(pq.read_table(path.with_name(path.name.replace(".results.", ".failures.")),
-                                          schema=STAGED_FAILURES))
-        result = pa.concat_tables([schema.empty_table(), *results])
-        # A key is only fetched while it has no result, so duplicates cannot arise from one
-        # writer; keep the first anyway so that two racing writers still give one row per key.
-        result = _first_per_key(result)
-        failure = pa.concat_tables([STAGED_FAILURES.empty_table(), *failures])
-        failure = _first_per_key(failure.take(pa.array(range(failure.num_rows - 1, -1, -1), pa.int64())))
-        failure = failure.filter(pc.invert(pc.is_in(failure["key"], value_set=result["key"])))
-        return Stored(result, failure)
+        columns = ", ".join(f'"{name}"' for name in schema.names)
+        with sql.connect() as con:
+            self.register(con)
+            return Stored(sql.table(con, f"SELECT {columns} FROM staged_results ORDER BY key", schema),
+                          sql.table(con, "SELECT * FROM staged_failures ORDER BY key", STAGED_FAILURES))
 
     def write(self, outcome: BatchOutcome) -> None:
         keys = sorted([*outcome.results["key"].to_pylist(), *outcome.failures["key"].to_pylist()])
@@ -106,12 +125,8 @@ def pending_keys(wanted: Sequence[str], stored: Stored) -> list[str]:
     return [k for k in wanted if k not in done]
 
 
-def _first_per_key(table: pa.Table) -> pa.Table:
-    if table.num_rows == 0:
-        return table
-    first = table.append_column("_i", pa.array(range(table.num_rows), pa.int64())) \
-        .group_by("key", use_threads=False).aggregate([("_i", "min")])["_i_min"]
-    return table.take(pa.array(sorted(first.to_pylist()), pa.int64()))
+def _file_list(paths: Sequence[Path]) -> str:
+    return "[" + ", ".join(sql.quoted(str(p)) for p in paths) + "]"
 
 
 class BatchRunner(Generic[K]):

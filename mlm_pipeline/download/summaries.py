@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
+import duckdb
 import pyarrow as pa
 
 from mlm_pipeline import schemas
 from mlm_pipeline.download.mediawiki import Answers, query_titles, title_problem
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.progress import Progress
-from mlm_pipeline.download.staging import (
-    STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, Stored, chunks, pending_keys,
-)
+from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, chunks, pending_keys
 
 STAGE = "summaries"
 MAX_TITLES_PER_REQUEST = 20  # TextExtracts' exlimit with exintro
@@ -69,17 +68,29 @@ def split_key(key: str) -> tuple[str, str]:
     return lang, title
 
 
-def wanted_titles(entities: pa.Table, langs: Sequence[str]) -> dict[str, list[str]]:
-    """``lang|title`` -> the entities whose sitelink it is (two items can link one page)."""
-    wanted: dict[str, list[str]] = {}
+LANGUAGE_CODE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def _wanted(con: duckdb.DuckDBPyConnection, langs: Sequence[str]) -> str:
+    """Every (entity, language, title, key) asked for, from the ``entities`` view (two items can
+    link one page)."""
+    columns = {row[0] for row in con.execute("DESCRIBE entities").fetchall()}
+    parts = []
     for lang in langs:
-        column = f"title_{lang}"
-        if column not in entities.column_names:
-            raise ValueError(f"entities table has no {column!r} column for language {lang!r}")
-        for qid, title in zip(entities["qid"].to_pylist(), entities[column].to_pylist()):
-            if title is not None:
-                wanted.setdefault(key_of(lang, title), []).append(qid)
-    return wanted
+        if not LANGUAGE_CODE.fullmatch(lang):
+            raise ValueError(f"language {lang!r}: not a Wikipedia language code such as 'en' or 'zh-yue'")
+        if f"title_{lang}" not in columns:
+            raise ValueError(f"entities table has no 'title_{lang}' column for language {lang!r}")
+        parts.append(f"""SELECT qid, '{lang}' AS lang, "title_{lang}" AS title, '{lang}|' || "title_{lang}" AS key
+                         FROM entities WHERE "title_{lang}" IS NOT NULL""")
+    if not parts:
+        raise ValueError("no languages to take summaries from")
+    return " UNION ALL ".join(parts)
+
+
+def wanted_titles(con: duckdb.DuckDBPyConnection, langs: Sequence[str]) -> list[str]:
+    """The distinct ``lang|title`` keys of the ``entities`` view, sorted."""
+    return [key for (key,) in con.execute(f"SELECT DISTINCT key FROM ({_wanted(con, langs)}) ORDER BY 1").fetchall()]
 
 
 def title_outcomes(lang: str, titles: Sequence[str], answers: Answers) -> BatchOutcome:
@@ -140,16 +151,15 @@ def _outcome(lang: str, results: list[tuple[str, str]], failures: list[tuple[str
 
 
 async def download_summaries(
-    entities: pa.Table, api_template: str, session: PoliteSession, staging: Staging,
+    keys: Sequence[str], api_template: str, session: PoliteSession, staging: Staging,
     plan: SummaryPlan, log: Callable[[str], None],
-) -> tuple[pa.Table, pa.Table]:
-    """SUMMARIES and DROPOUTS tables for ``entities``, fetching only what ``staging`` lacks."""
+) -> None:
+    """Downloads every ``lang|title`` of ``keys`` that ``staging`` holds no outcome for."""
     if problems := plan.problems():
         raise ValueError("summaries: " + "; ".join(problems))
-    wanted = wanted_titles(entities, plan.langs)
-    pending = pending_keys(sorted(wanted), staging.load(keys_only=True))
-    progress = Progress("summaries", total=len(wanted), log=log, every_s=plan.progress_every_s,
-                        already=len(wanted) - len(pending))
+    pending = pending_keys(keys, staging.load(keys_only=True))
+    progress = Progress("summaries", total=len(keys), log=log, every_s=plan.progress_every_s,
+                        already=len(keys) - len(pending))
     unsendable = {k: problem for k in pending if (problem := title_problem(split_key(k)[1]))}
     for lang in sorted({split_key(k)[0] for k in unsendable}):
         staging.write(_outcome(lang, [], [(split_key(k)[1], "invalid_title", problem, False)
@@ -164,39 +174,36 @@ async def download_summaries(
     downloader = SummaryDownloader(session, api_template, plan)
     await BatchRunner(staging, progress, plan.parallel_batches).run(
         batches, lambda b: downloader.batch(b[0], b[1]))
-    return assemble(wanted, staging.load())
 
 
-def assemble(wanted: dict[str, list[str]], stored: Stored) -> tuple[pa.Table, pa.Table]:
-    """One summary row per entity and language, or one dropout row saying why not."""
-    texts = dict(zip(stored.results["key"].to_pylist(), stored.results["text"].to_pylist()))
-    f = stored.failures.to_pydict()
-    failures = {k: (r, d) for k, r, d in zip(f["key"], f["reason"], f["detail"])}
-    rows: dict[str, list[str]] = {"qid": [], "lang": [], "title": [], "text": []}
-    drops: dict[str, list[str]] = {"qid": [], "item": [], "stage": [], "reason": [], "detail": []}
-    for key, qids in wanted.items():
-        lang, title = split_key(key)
-        for qid in qids:
-            if key in texts:
-                for column, value in zip(rows, (qid, lang, title, texts[key])):
-                    rows[column].append(value)
-            else:
-                reason, detail = failures.get(key, ("not_fetched", "no outcome stored (download interrupted)"))
-                for column, value in zip(drops, (qid, lang, STAGE, reason, f"{title!r}: {detail}")):
-                    drops[column].append(value)
-    return (schemas.sort_table(pa.table(rows, schema=schemas.SUMMARIES), "summaries"),
-            schemas.sort_table(pa.table(drops, schema=schemas.DROPOUTS), "summary_dropouts"))
+def assemble(con: duckdb.DuckDBPyConnection, staging: Staging, langs: Sequence[str]) -> tuple[str, str]:
+    """Queries for the SUMMARIES rows, one per entity and language with a text, and the
+    DROPOUTS rows, one per entity and language without, saying why: over the ``entities`` view
+    and the staged outcomes, sorted, run out of core by DuckDB."""
+    wanted = _wanted(con, langs)
+    staging.register(con)
+    summaries = f"""
+        SELECT w.qid, w.lang, w.title, r.text
+        FROM ({wanted}) w JOIN staged_results r ON r.key = w.key
+        ORDER BY w.qid, w.lang"""
+    dropouts = f"""
+        SELECT w.qid, w.lang AS item, '{STAGE}' AS stage,
+               coalesce(f.reason, 'not_fetched') AS reason,
+               '"' || w.title || '": ' || coalesce(f.detail, 'no outcome stored (download interrupted)') AS detail
+        FROM ({wanted}) w ANTI JOIN staged_results r ON r.key = w.key
+        LEFT JOIN staged_failures f ON f.key = w.key
+        ORDER BY qid, item, stage, reason"""
+    return summaries, dropouts
 
 
 def fetch_summaries(
-    entities: pa.Table, api_template: str, politeness: Politeness, folder: Path, plan: SummaryPlan,
+    keys: Sequence[str], api_template: str, politeness: Politeness, staging: Staging, plan: SummaryPlan,
     log: Callable[[str], None],
-) -> tuple[pa.Table, pa.Table, Counter[str]]:
-    """``download_summaries`` for synchronous callers, with the client's request counts."""
-    async def go() -> tuple[pa.Table, pa.Table, Counter[str]]:
+) -> Counter[str]:
+    """``download_summaries`` for synchronous callers; returns the client's request counts."""
+    async def go() -> Counter[str]:
         async with PoliteSession(politeness, log) as session:
-            summaries, dropouts = await download_summaries(
-                entities, api_template, session, Staging(folder, STAGED_SUMMARIES), plan, log)
-            return summaries, dropouts, session.stats
+            await download_summaries(keys, api_template, session, staging, plan, log)
+            return session.stats
 
     return asyncio.run(go())
