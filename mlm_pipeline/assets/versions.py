@@ -3,23 +3,19 @@
 from collections import Counter
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, Failure, MetadataValue, Output, asset, multi_asset
+import pyarrow.compute as pc
+from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset, multi_asset
 from pydantic import Field, model_validator
 
 from mlm_pipeline import schemas
+from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.geo.cells import CellParams, cell_shortage
 from mlm_pipeline.geo.countries import CITY_POPULATIONS, geocoder
-from mlm_pipeline.geo.stats import continent_counts, data_uri_markdown, figure2_png, table2, table2_markdown
-from mlm_pipeline.geo.versions import (
-    Quota,
-    assign_splits,
-    build_mlm,
-    build_mlm_irle,
-    build_mlm_irle_gr,
-    check_ratios,
-)
+from mlm_pipeline.geo.stats import data_uri_markdown, figure2_png, table2, table2_markdown
+from mlm_pipeline.geo.versions import Quota, assign_splits, build_mlm, build_mlm_irle, build_mlm_irle_gr, check_ratios
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
+from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
 
 
@@ -55,13 +51,13 @@ def _quota_markdown(quotas: list[Quota]) -> str:
 
 
 @multi_asset(
-    outs={
-        "mlm": AssetOut(description="MLM, the raw dataset: entities with a usable image (raster/SVG) and a summary."),
-        "mlm_irle": AssetOut(description="MLM-irle: MLM entities with a raster image in a kept geo-cell."),
-        "mlm_irle_gr": AssetOut(description="MLM-irle-gr: EU-28 population-weighted sample with its own cells."),
-        "mlm_irle_gr_cells": AssetOut(description="MLM-irle-gr's geo-cells (its `cell` labels refer to these)."),
-        "version_dropouts": AssetOut(description="Every entity that leaves a version, in the first one it leaves."),
-    },
+    outs=outs(
+        mlm="MLM, the raw dataset: entities with a usable image (raster/SVG) and a summary.",
+        mlm_irle="MLM-irle: MLM entities with a raster image in a kept geo-cell.",
+        mlm_irle_gr="MLM-irle-gr: EU-28 population-weighted sample with its own cells.",
+        mlm_irle_gr_cells="MLM-irle-gr's geo-cells (its `cell` labels refer to these).",
+        version_dropouts="Every entity that leaves a version, in the first one it leaves.",
+    ),
     ins={
         "entities": AssetIn(),
         "summaries": AssetIn(),
@@ -71,24 +67,27 @@ def _quota_markdown(quotas: list[Quota]) -> str:
         "geo_cell_dropouts": AssetIn(),
     },
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
+    can_subset=True,
 )
 def dataset_versions(
     context: AssetExecutionContext,
     config: VersionsConfig,
-    entities: pa.Table,
-    summaries: pa.Table,
-    images: pa.Table,
-    images_filtered: pa.Table,
-    entity_cells: pa.Table,
-    geo_cell_dropouts: pa.Table,
+    storage: StorageResource,
+    entities: StoredTable,
+    summaries: StoredTable,
+    images: StoredTable,
+    images_filtered: StoredTable,
+    entity_cells: StoredTable,
+    geo_cell_dropouts: StoredTable,
 ):
     gr_params = config.gr_params()
-    mlm = build_mlm(entities, summaries, images, images_filtered, geocoder(config.geocoder_min_population))
+    spill = storage.spill()
+    mlm = build_mlm(entities, summaries, images, images_filtered, geocoder(config.geocoder_min_population), spill)
     context.log.info(f"MLM: {mlm.table.num_rows} of {entities.num_rows} entities")
-    irle = build_mlm_irle(mlm.table, images_filtered, entity_cells, geo_cell_dropouts)
+    irle = build_mlm_irle(mlm.table, images_filtered, entity_cells, geo_cell_dropouts, spill)
     context.log.info(f"MLM-irle: {irle.table.num_rows} entities")
-    gr = build_mlm_irle_gr(irle.table, config.gr_total, config.gr_seed, gr_params)
+    gr = build_mlm_irle_gr(irle.table, config.gr_total, config.gr_seed, gr_params, spill)
     context.log.info(f"MLM-irle-gr: {gr.table.num_rows} entities in {gr.cells.num_rows} cells")
     if (shortage := cell_shortage(gr.cells, gr.sparse_counts, gr_params, "gr_t_min", "gr_t_max")) is not None:
         in_eu = sum(q.available for q in gr.quotas)
@@ -97,41 +96,48 @@ def dataset_versions(
             f"entities available): {shortage} (run config ops.dataset_versions.config)"
         )
 
-    dropouts = pa.concat_tables([mlm.dropouts, irle.dropouts, gr.dropouts])
     common = provenance(release=context.partition_key, config=config, seed=config.gr_seed)
-    yield Output(mlm.table, output_name="mlm", metadata={**common, **_version_metadata(mlm.table)})
-    yield Output(irle.table, output_name="mlm_irle", metadata={**common, **_version_metadata(irle.table)})
-    short = {q.country: f"{q.taken} of {q.wanted}" for q in gr.quotas if q.taken < q.wanted}
-    yield Output(
-        gr.table,
-        output_name="mlm_irle_gr",
-        metadata={
+    if selected(context, "mlm"):
+        yield Output(mlm.table, output_name="mlm", metadata={**common, **_version_metadata(mlm.table)})
+    if selected(context, "mlm_irle"):
+        yield Output(irle.table, output_name="mlm_irle", metadata={**common, **_version_metadata(irle.table)})
+    if selected(context, "mlm_irle_gr"):
+        short = {q.country: f"{q.taken} of {q.wanted}" for q in gr.quotas if q.taken < q.wanted}
+        yield Output(
+            gr.table,
+            output_name="mlm_irle_gr",
+            metadata={
+                **common,
+                **_version_metadata(gr.table),
+                "sampled": sum(q.taken for q in gr.quotas),
+                "wanted": sum(q.wanted for q in gr.quotas),
+                "short_countries": MetadataValue.json(short),
+                "quotas": MetadataValue.md(_quota_markdown(gr.quotas)),
+            },
+        )
+    if selected(context, "mlm_irle_gr_cells"):
+        yield Output(gr.cells, output_name="mlm_irle_gr_cells", metadata={**common, "cells": gr.cells.num_rows})
+    if selected(context, "version_dropouts"):
+        dropouts = schemas.sort_table(pa.concat_tables([mlm.dropouts, irle.dropouts, gr.dropouts]), "version_dropouts")
+        yield Output(dropouts, output_name="version_dropouts", metadata={
             **common,
-            **_version_metadata(gr.table),
-            "sampled": sum(q.taken for q in gr.quotas),
-            "wanted": sum(q.wanted for q in gr.quotas),
-            "short_countries": MetadataValue.json(short),
-            "quotas": MetadataValue.md(_quota_markdown(gr.quotas)),
-        },
-    )
-    yield Output(gr.cells, output_name="mlm_irle_gr_cells", metadata={**common, "cells": gr.cells.num_rows})
-    reasons = Counter(zip(dropouts.column("stage").to_pylist(), dropouts.column("reason").to_pylist()))
-    yield Output(
-        schemas.sort_table(dropouts, "version_dropouts"),
-        output_name="version_dropouts",
-        metadata={
-            **common,
-            "by_stage_and_reason": MetadataValue.json({f"{s}/{r}": n for (s, r), n in sorted(reasons.items())}),
-        },
-    )
+            "by_stage_and_reason": MetadataValue.json(_counts(dropouts, ["stage", "reason"])),
+        })
+
+
+def _counts(table: pa.Table, columns: list[str]) -> dict[str, int]:
+    """Rows per combination of values, keyed "a/b"."""
+    grouped = table.group_by(columns).aggregate([([], "count_all")]).to_pylist()
+    return {"/".join(str(row[c]) for c in columns): row["count_all"] for row in sorted(
+        grouped, key=lambda row: tuple(str(row[c]) for c in columns))}
 
 
 def _version_metadata(table: pa.Table) -> dict:
     countries = Counter(table.column("country_code").to_pylist())
     return {
         "entities": table.num_rows,
-        "images": sum(table.column("n_images").to_pylist()),
-        "summaries": sum(table.column("n_summaries").to_pylist()),
+        "images": pc.sum(table.column("n_images")).as_py() or 0,
+        "summaries": pc.sum(table.column("n_summaries")).as_py() or 0,
         "top_countries": MetadataValue.json(dict(countries.most_common(20))),
     }
 
@@ -153,28 +159,24 @@ class SplitsConfig(Config):
 @asset(
     ins={"mlm": AssetIn(), "mlm_irle": AssetIn(), "mlm_irle_gr": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     description="Train/val/test by entity for each version (keyed hash of seed and entity id).",
 )
 def splits(
-    context: AssetExecutionContext, config: SplitsConfig, mlm: pa.Table, mlm_irle: pa.Table, mlm_irle_gr: pa.Table
+    context: AssetExecutionContext,
+    config: SplitsConfig,
+    storage: StorageResource,
+    mlm: StoredTable,
+    mlm_irle: StoredTable,
+    mlm_irle_gr: StoredTable,
 ):
     versions = {"mlm": mlm, "mlm_irle": mlm_irle, "mlm_irle_gr": mlm_irle_gr}
-    table = assign_splits(
-        {name: t.column("qid").to_pylist() for name, t in versions.items()},
-        config.seed,
-        config.train,
-        config.val,
-        config.test,
-    )
-    counts = Counter(zip(table.column("version").to_pylist(), table.column("split").to_pylist()))
-    context.log.info(f"splits: {dict(sorted(counts.items()))}")
+    table = assign_splits(versions, config.seed, config.train, config.val, config.test, storage.spill())
+    counts = _counts(table, ["version", "split"])
+    context.log.info(f"splits: {counts}")
     return Output(
         table,
-        metadata={
-            **provenance(release=context.partition_key, config=config, seed=config.seed),
-            **{f"{v}/{s}": n for (v, s), n in sorted(counts.items())},
-        },
+        metadata={**provenance(release=context.partition_key, config=config, seed=config.seed), **counts},
     )
 
 
@@ -188,25 +190,24 @@ def splits(
         "splits": AssetIn(),
     },
     partitions_def=release_partitions,
-    code_version="1",
+    code_version="2",
     description="The paper's Table 2 per version (plus cells, splits, entities per continent) and Figure 2.",
 )
 def dataset_stats(
     context: AssetExecutionContext,
     storage: StorageResource,
-    mlm: pa.Table,
-    mlm_irle: pa.Table,
-    mlm_irle_gr: pa.Table,
-    geo_cells: pa.Table,
-    mlm_irle_gr_cells: pa.Table,
-    splits: pa.Table,
+    mlm: StoredTable,
+    mlm_irle: StoredTable,
+    mlm_irle_gr: StoredTable,
+    geo_cells: StoredTable,
+    mlm_irle_gr_cells: StoredTable,
+    splits: StoredTable,
 ):
     versions = {"mlm": mlm, "mlm_irle": mlm_irle, "mlm_irle_gr": mlm_irle_gr}
-    stats = table2(
-        versions, {"mlm": None, "mlm_irle": geo_cells.num_rows, "mlm_irle_gr": mlm_irle_gr_cells.num_rows}, splits
-    )
+    cells = {"mlm": None, "mlm_irle": geo_cells.num_rows, "mlm_irle_gr": mlm_irle_gr_cells.num_rows}
+    stats, continents = table2(versions, cells, splits, storage.spill())
     path = storage.folder("figures", context.partition_key) / "figure2_entities_by_continent.png"
-    png = figure2_png(continent_counts(mlm), path)
+    png = figure2_png(continents, path)
     context.log.info(f"Table 2:\n{table2_markdown(stats)}\nFigure 2 written to {path}")
     return Output(
         stats,

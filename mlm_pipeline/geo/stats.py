@@ -6,11 +6,11 @@ import base64
 import io
 from collections import Counter
 from pathlib import Path
+from typing import Mapping
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from mlm_pipeline import schemas
+from mlm_pipeline import schemas, sql
 from mlm_pipeline.geo.countries import continent_names
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
 
@@ -18,26 +18,27 @@ CONTINENTS = ("EU", "NA", "AS", "SA", "AF", "OC", "AN")  # Figure 2's order; all
 HEADINGS = {"mlm": "MLM", "mlm_irle": "MLM-irle", "mlm_irle_gr": "MLM-irle-gr"}
 
 
-def _classes(version: pa.Table) -> int:
-    return len({c for classes in version.column("classes").to_pylist() for c in classes or []})
-
-
-def continent_counts(version: pa.Table) -> Counter[str]:
-    return Counter(version.column("continent").to_pylist())
-
-
-def table2(versions: dict[str, pa.Table], cells: dict[str, int | None], splits: pa.Table) -> pa.Table:
-    """Table 2's four measures, then cells, split sizes and entities per continent."""
-    split_counts = Counter(zip(splits.column("version").to_pylist(), splits.column("split").to_pylist()))
-    measures: list[tuple[str, dict[str, int | None]]] = [
-        ("entities", {v: versions[v].num_rows for v in VERSIONS}),
-        ("images", {v: int(pc.sum(versions[v].column("n_images")).as_py() or 0) for v in VERSIONS}),
-        ("summaries", {v: int(pc.sum(versions[v].column("n_summaries")).as_py() or 0) for v in VERSIONS}),
-        ("triple_classes", {v: _classes(versions[v]) for v in VERSIONS}),
-        ("cells", {v: cells.get(v) for v in VERSIONS}),
-    ]
-    measures += [(name, {v: split_counts[(v, name)] for v in VERSIONS}) for name in SPLIT_NAMES]
-    by_continent = {v: continent_counts(versions[v]) for v in VERSIONS}
+def table2(versions: Mapping[str, sql.Source], cells: Mapping[str, int | None], splits: sql.Source,
+           spill_dir: Path | None = None) -> tuple[pa.Table, Counter[str]]:
+    """Table 2's four measures, then cells, split sizes and entities per continent; and MLM's
+    entities per continent (Figure 2). Counted by DuckDB over the stored versions."""
+    with sql.connect(spill_dir) as con:
+        sql.register(con, splits=splits, **{v: versions[v] for v in VERSIONS})
+        measures: list[tuple[str, dict[str, int | None]]] = [
+            (name, {v: int(sql.scalar(con, query.format(v=v)) or 0) for v in VERSIONS})
+            for name, query in (
+                ("entities", "SELECT count(*) FROM {v}"),
+                ("images", "SELECT sum(n_images) FROM {v}"),
+                ("summaries", "SELECT sum(n_summaries) FROM {v}"),
+                ("triple_classes", "SELECT count(DISTINCT c) FROM (SELECT unnest(classes) AS c FROM {v})"),
+            )
+        ]
+        measures.append(("cells", {v: cells.get(v) for v in VERSIONS}))
+        split_counts = {(v, s): n for v, s, n in con.execute(
+            "SELECT version, split, count(*) FROM splits GROUP BY 1, 2").fetchall()}
+        measures += [(name, {v: split_counts.get((v, name), 0) for v in VERSIONS}) for name in SPLIT_NAMES]
+        by_continent = {v: Counter({c: n for c, n in con.execute(
+            f"SELECT continent, count(*) FROM {v} GROUP BY 1").fetchall()}) for v in VERSIONS}
     measures += [(f"entities_{c}", {v: by_continent[v][c] for v in VERSIONS}) for c in CONTINENTS]
     table = pa.table(
         {
@@ -47,7 +48,7 @@ def table2(versions: dict[str, pa.Table], cells: dict[str, int | None], splits: 
         },
         schema=schemas.DATASET_STATS,
     )
-    return schemas.sort_table(table, "dataset_stats")
+    return schemas.sort_table(table, "dataset_stats"), by_continent["mlm"]
 
 
 def table2_markdown(stats: pa.Table) -> str:

@@ -18,6 +18,11 @@ The versions are nested, as in the paper (Table 2):
 
 An entity is recorded once, in the version it first leaves (stage = that version's name).
 
+The relational work (counting each entity's usable images and summary languages, joining
+entities with their cells, picking each country's quota, assigning splits) is SQL run by DuckDB
+over the stored tables, out of core; only per-entity numbers that need Python (coordinates for
+the reverse geocoder and the cell builder, keyed hashes) leave it, as compact arrays.
+
 Seeded choices (which entities a country's quota takes, which split an entity lands in) use a
 keyed hash of the entity id instead of shuffling: the outcome of one entity does not depend on
 which other entities exist, so a rematerialisation gives the same bytes and the next release
@@ -28,21 +33,26 @@ set). Sampling and splitting use different keys, so the sample is not biased tow
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
+import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from mlm_pipeline import schemas
-from mlm_pipeline.download.validate import svg_by_name
+from mlm_pipeline import schemas, sql
 from mlm_pipeline.geo.cells import CellParams, build_cells
 from mlm_pipeline.geo.countries import EU28, Geocoder, continents_of, countries, largest_remainder_quotas
 
 VERSIONS = ("mlm", "mlm_irle", "mlm_irle_gr")
 SPLIT_NAMES = ("train", "val", "test")
+
+SVG = "(format = 'SVG' OR suffix(lower(file_name), '.svg') OR suffix(lower(file_name), '.svgz'))"
+"""An SVG by content or by name (``download.validate.svg_by_name``), as SQL over an image table."""
+NON_EMPTY = r"regexp_matches(text, '[^\s\pZ\x{85}\x{1c}-\x{1f}\x{0b}]')"
+"""A text with something besides whitespace (Python's ``str.strip`` notion of it)."""
+VERSION_COLUMNS = ", ".join(schemas.VERSION.names)
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,15 @@ class GrResult:
     sparse_counts: tuple[int, ...] = ()  # entities in each of the sample's sparse cells, most first
 
 
-def require_columns(table: pa.Table, schema: pa.Schema, source: str) -> None:
+def require_columns(table: sql.Source, schema: pa.Schema, source: str) -> None:
     """Name the input and the columns it lacks before anything is computed from it."""
     missing = [f"{f.name} ({f.type})" for f in schema if f.name not in table.schema.names]
     if missing:
         raise ValueError(f"{source}: missing columns {', '.join(missing)}; is it a table of schema {source}?")
+
+
+def _columns(*names: str, schema: pa.Schema) -> pa.Schema:
+    return pa.schema([schema.field(name) for name in names])
 
 
 def hash_keys(qids: Sequence[str], seed: int, purpose: str) -> np.ndarray:
@@ -87,204 +101,182 @@ def hash_keys(qids: Sequence[str], seed: int, purpose: str) -> np.ndarray:
     )
 
 
-def _rows_per_qid(table: pa.Table, known: set[str] | None, source: str) -> dict[str, int]:
-    """Rows per entity; with ``known``, rows of entities outside it are refused as a mix-up."""
-    counts: dict[str, int] = defaultdict(int)
-    for qid in table.column("qid").to_pylist():
-        counts[qid] += 1
-    unknown = sorted(set(counts) - known) if known is not None else []
-    if unknown:
+def refuse_strays(con: duckdb.DuckDBPyConnection, table: str, known: str = "entities") -> None:
+    """Rows of entities outside ``known`` mean tables of two releases were mixed up."""
+    strays = con.execute(f"SELECT DISTINCT qid FROM {table} EXCEPT SELECT qid FROM {known} ORDER BY 1").fetchall()
+    if strays:
         raise ValueError(
-            f"{source}: {len(unknown)} entities are not in entities, e.g. {unknown[:5]}; "
+            f"{table}: {len(strays)} entities are not in {known}, e.g. {[q for (q,) in strays[:5]]}; "
             "were they materialised for the same release?"
         )
-    return counts
 
 
-def summary_languages(summaries: pa.Table, known: set[str]) -> dict[str, list[str]]:
-    """Languages with a non-empty intro per entity: an empty extract is no summary."""
-    langs: dict[str, list[str]] = defaultdict(list)
-    for qid, lang, text in zip(*(summaries.column(c).to_pylist() for c in ("qid", "lang", "text"))):
-        if text and text.strip():
-            langs[qid].append(lang)
-    unknown = sorted(set(summaries.column("qid").to_pylist()) - known)
-    if unknown:
-        raise ValueError(
-            f"summaries: {len(unknown)} entities are not in entities, e.g. {unknown[:5]}; "
-            "were they materialised for the same release?"
-        )
-    return {qid: sorted(set(values)) for qid, values in langs.items()}
+def _dropouts(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+    """(qid, stage, reason, detail) rows of ``query`` as a DROPOUTS table; the item is the entity itself."""
+    return sql.table(con, f"SELECT qid, '' AS item, stage, reason, detail FROM ({query}) ORDER BY qid, reason",
+                     schemas.DROPOUTS)
 
 
-def _dropouts(rows: list[tuple[str, str, str, str]]) -> pa.Table:
-    """(qid, stage, reason, detail) rows as a DROPOUTS table; the item is the entity itself."""
-    columns = list(zip(*rows)) if rows else [(), (), (), ()]
-    return pa.table(
-        {
-            "qid": pa.array(columns[0], pa.string()),
-            "item": pa.array([""] * len(rows), pa.string()),
-            "stage": pa.array(columns[1], pa.string()),
-            "reason": pa.array(columns[2], pa.string()),
-            "detail": pa.array(columns[3], pa.string()),
-        },
-        schema=schemas.DROPOUTS,
-    )
+def _usable_images_and_languages(con: duckdb.DuckDBPyConnection) -> None:
+    """Per entity: usable images (rasters kept by the filter, SVGs by content or name) and the
+    languages with a non-empty intro; as tables ``usable`` and ``langs``."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE usable AS
+        SELECT qid, count(*) AS n FROM (
+            SELECT qid FROM images_filtered UNION ALL SELECT qid FROM images WHERE {SVG}
+        ) GROUP BY qid""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE langs AS
+        SELECT qid, list_sort(list_distinct(list(lang))) AS languages
+        FROM summaries WHERE {NON_EMPTY} GROUP BY qid""")
 
 
 def build_mlm(
-    entities: pa.Table, summaries: pa.Table, images: pa.Table, images_filtered: pa.Table, geocoder: Geocoder
+    entities: sql.Source, summaries: sql.Source, images: sql.Source, images_filtered: sql.Source, geocoder: Geocoder,
+    spill_dir: Path | None = None,
 ) -> VersionResult:
     """MLM: entities with a usable image (raster or SVG) and a summary, located by their coordinates."""
     require_columns(entities, schemas.ENTITIES, "entities")
     require_columns(summaries, schemas.SUMMARIES, "summaries")
-    require_columns(images, pa.schema([schemas.IMAGES.field(c) for c in ("qid", "file_name", "format")]), "images")
-    require_columns(images_filtered, pa.schema([schemas.IMAGES.field("qid")]), "images_filtered")
-    qids = entities.column("qid").to_pylist()
-    known = set(qids)
-    if len(known) != len(qids):
-        raise ValueError("entities: entity ids are not unique")
-    svg_names = [svg_by_name(name) for name in images.column("file_name").to_pylist()]
-    svgs = images.filter(pc.or_(pc.equal(images.column("format"), "SVG").fill_null(False), pa.array(svg_names)))
-    n_images = _rows_per_qid(images_filtered, known, "images_filtered")
-    for qid, count in _rows_per_qid(svgs, known, "images").items():
-        n_images[qid] += count
-    langs = summary_languages(summaries, known)
-
-    keep, dropped = [], []
-    listed = entities.column("images").to_pylist()
-    for index, qid in enumerate(qids):
-        has_image, has_summary = n_images.get(qid, 0) > 0, qid in langs
-        if has_image and has_summary:
-            keep.append(index)
-            continue
-        if not has_image:
-            detail = f"none of its {len(listed[index] or [])} images was downloaded as a usable file"
-            dropped.append((qid, "mlm", "no_image", detail))
-        if not has_summary:
-            dropped.append((qid, "mlm", "no_summary", "no non-empty intro in en, de or fr"))
-
-    kept = entities.take(pa.array(keep, pa.int64()))
-    lat = np.asarray(kept.column("lat").to_numpy(zero_copy_only=False), dtype=np.float64)
-    lon = np.asarray(kept.column("lon").to_numpy(zero_copy_only=False), dtype=np.float64)
-    codes = geocoder.country_codes(lat, lon)
-    kept_qids = kept.column("qid").to_pylist()
-    table = pa.table(
-        {
-            "qid": kept.column("qid"),
-            "lat": kept.column("lat"),
-            "lon": kept.column("lon"),
+    require_columns(images, _columns("qid", "file_name", "format", schema=schemas.IMAGES), "images")
+    require_columns(images_filtered, _columns("qid", schema=schemas.IMAGES), "images_filtered")
+    with sql.connect(spill_dir) as con:
+        sql.register(con, entities=entities, summaries=summaries, images=images, images_filtered=images_filtered)
+        if sql.scalar(con, "SELECT count(*) - count(DISTINCT qid) FROM entities"):
+            raise ValueError("entities: entity ids are not unique")
+        for name in ("summaries", "images", "images_filtered"):
+            refuse_strays(con, name)
+        _usable_images_and_languages(con)
+        dropouts = _dropouts(con, """
+            SELECT e.qid, 'mlm' AS stage, 'no_image' AS reason,
+                   'none of its ' || len(coalesce(e.images, [])) || ' images was downloaded as a usable file' AS detail
+            FROM entities e ANTI JOIN usable u USING (qid)
+            UNION ALL
+            SELECT e.qid, 'mlm', 'no_summary', 'no non-empty intro in en, de or fr'
+            FROM entities e ANTI JOIN langs l USING (qid)""")
+        kept = "entities e JOIN usable u USING (qid) JOIN langs l USING (qid)"
+        where = sql.table(con, f"SELECT e.qid, e.lat, e.lon FROM {kept} ORDER BY e.qid",
+                          _columns("qid", "lat", "lon", schema=schemas.ENTITIES))
+        codes = geocoder.country_codes(
+            np.asarray(where.column("lat").to_numpy(zero_copy_only=False), dtype=np.float64),
+            np.asarray(where.column("lon").to_numpy(zero_copy_only=False), dtype=np.float64),
+        )
+        sql.register(con, located=pa.table({
+            "qid": where.column("qid"),
             "country_code": pa.array(codes.tolist(), pa.string()),
             "continent": pa.array(continents_of(codes), pa.string()),
-            "cell": pa.nulls(len(keep), pa.int32()),
-            "classes": kept.column("classes"),
-            "n_images": pa.array([n_images[q] for q in kept_qids], pa.int32()),
-            "n_summaries": pa.array([len(langs[q]) for q in kept_qids], pa.int32()),
-            "languages": pa.array([langs[q] for q in kept_qids], schemas.STRS),
-        },
-        schema=schemas.VERSION,
-    )
-    return VersionResult(schemas.sort_table(table, "mlm"), _dropouts(dropped))
+        }))
+        table = sql.table(con, f"""
+            SELECT e.qid, e.lat, e.lon, g.country_code, g.continent, NULL AS cell, e.classes,
+                   u.n AS n_images, len(l.languages) AS n_summaries, l.languages
+            FROM {kept} JOIN located g USING (qid) ORDER BY e.qid""", schemas.VERSION)
+    return VersionResult(table, dropouts)
 
 
-def cell_inputs(entities: pa.Table, summaries: pa.Table, images_filtered: pa.Table) -> pa.Table:
+def cell_inputs(entities: sql.Source, summaries: sql.Source, images_filtered: sql.Source, spill_dir: Path | None = None) -> pa.Table:
     """The entities that geo-cells are made for: a kept image and a summary (qid, lat, lon)."""
     require_columns(entities, schemas.ENTITIES, "entities")
     require_columns(summaries, schemas.SUMMARIES, "summaries")
-    require_columns(images_filtered, pa.schema([schemas.IMAGES.field("qid")]), "images_filtered")
-    known = set(entities.column("qid").to_pylist())
-    with_image = set(_rows_per_qid(images_filtered, known, "images_filtered"))
-    with_summary = set(summary_languages(summaries, known))
-    mask = [q in with_image and q in with_summary for q in entities.column("qid").to_pylist()]
-    return entities.select(["qid", "lat", "lon"]).filter(pa.array(mask, pa.bool_()))
+    require_columns(images_filtered, _columns("qid", schema=schemas.IMAGES), "images_filtered")
+    with sql.connect(spill_dir) as con:
+        sql.register(con, entities=entities, summaries=summaries, images_filtered=images_filtered)
+        for name in ("summaries", "images_filtered"):
+            refuse_strays(con, name)
+        return sql.table(con, f"""
+            SELECT qid, lat, lon FROM entities
+            SEMI JOIN images_filtered USING (qid)
+            SEMI JOIN (SELECT qid FROM summaries WHERE {NON_EMPTY}) USING (qid)
+            ORDER BY qid""", _columns("qid", "lat", "lon", schema=schemas.ENTITIES))
 
 
 def build_mlm_irle(
-    mlm: pa.Table, images_filtered: pa.Table, entity_cells: pa.Table, geo_cell_dropouts: pa.Table
+    mlm: sql.Source, images_filtered: sql.Source, entity_cells: sql.Source, geo_cell_dropouts: sql.Source,
+    spill_dir: Path | None = None,
 ) -> VersionResult:
     """MLM-irle: MLM entities with a raster image left and a kept geo-cell."""
     require_columns(mlm, schemas.VERSION, "mlm")
     require_columns(entity_cells, schemas.ENTITY_CELLS, "entity_cells")
     require_columns(geo_cell_dropouts, schemas.DROPOUTS, "geo_cell_dropouts")
-    qids = mlm.column("qid").to_pylist()
-    n_raster = _rows_per_qid(images_filtered, None, "images_filtered")
-    cell_of = dict(zip(entity_cells.column("qid").to_pylist(), entity_cells.column("cell").to_pylist()))
-    sparse = dict(zip(geo_cell_dropouts.column("qid").to_pylist(), geo_cell_dropouts.column("detail").to_pylist()))
-    n_images = mlm.column("n_images").to_pylist()
-
-    keep, dropped, stale = [], [], []
-    for index, qid in enumerate(qids):
-        if n_raster.get(qid, 0) == 0:
-            dropped.append(
-                (qid, "mlm_irle", "no_raster_image", f"its {n_images[index]} usable images are all SVG")
+    with sql.connect(spill_dir) as con:
+        sql.register(con, mlm=mlm, images_filtered=images_filtered, entity_cells=entity_cells,
+                     geo_cell_dropouts=geo_cell_dropouts)
+        con.execute("""
+            CREATE TEMP TABLE fates AS
+            SELECT m.*, coalesce(r.n, 0) AS n_raster, c.cell AS kept_cell, s.detail AS sparse
+            FROM mlm m
+            LEFT JOIN (SELECT qid, count(*) AS n FROM images_filtered GROUP BY qid) r USING (qid)
+            LEFT JOIN entity_cells c USING (qid)
+            LEFT JOIN (SELECT qid, min(detail) AS detail FROM geo_cell_dropouts GROUP BY qid) s USING (qid)""")
+        stale = con.execute("""
+            SELECT qid FROM fates WHERE n_raster > 0 AND kept_cell IS NULL AND sparse IS NULL ORDER BY qid""").fetchall()
+        if stale:
+            raise ValueError(
+                f"entity_cells: {len(stale)} MLM entities with a raster image have no cell and no cell dropout, "
+                f"e.g. {[q for (q,) in stale[:5]]}; rematerialise geo_cells for this release"
             )
-        elif qid in cell_of:
-            keep.append(index)
-        elif qid in sparse:
-            dropped.append((qid, "mlm_irle", "sparse_cell", sparse[qid]))
-        else:
-            stale.append(qid)
-    if stale:
-        raise ValueError(
-            f"entity_cells: {len(stale)} MLM entities with a raster image have no cell and no cell dropout, "
-            f"e.g. {stale[:5]}; rematerialise geo_cells for this release"
-        )
-    kept = mlm.take(pa.array(keep, pa.int64()))
-    kept_qids = kept.column("qid").to_pylist()
-    table = kept.set_column(
-        kept.schema.get_field_index("cell"), "cell", pa.array([cell_of[q] for q in kept_qids], pa.int32())
-    ).set_column(
-        kept.schema.get_field_index("n_images"), "n_images", pa.array([n_raster[q] for q in kept_qids], pa.int32())
-    )
-    return VersionResult(schemas.sort_table(table, "mlm_irle"), _dropouts(dropped))
+        dropouts = _dropouts(con, """
+            SELECT qid, 'mlm_irle' AS stage, 'no_raster_image' AS reason,
+                   'its ' || n_images || ' usable images are all SVG' AS detail
+            FROM fates WHERE n_raster = 0
+            UNION ALL
+            SELECT qid, 'mlm_irle', 'sparse_cell', sparse FROM fates WHERE n_raster > 0 AND kept_cell IS NULL""")
+        table = sql.table(con, """
+            SELECT qid, lat, lon, country_code, continent, kept_cell AS cell, classes, n_raster AS n_images,
+                   n_summaries, languages
+            FROM fates WHERE n_raster > 0 AND kept_cell IS NOT NULL ORDER BY qid""", schemas.VERSION)
+    return VersionResult(table, dropouts)
 
 
-def build_mlm_irle_gr(mlm_irle: pa.Table, total: int, seed: int, params: CellParams) -> GrResult:
+EU28_SQL = "(" + ", ".join(f"'{code}'" for code in sorted(EU28)) + ")"
+
+
+def build_mlm_irle_gr(mlm_irle: sql.Source, total: int, seed: int, params: CellParams, spill_dir: Path | None = None) -> GrResult:
     """MLM-irle-gr: the EU-28 population-weighted sample of MLM-irle with its own geo-cells."""
     require_columns(mlm_irle, schemas.VERSION, "mlm_irle")
-    qids = mlm_irle.column("qid").to_pylist()
-    codes = mlm_irle.column("country_code").to_pylist()
-    order = hash_keys(qids, seed, "mlm_irle_gr")
-    by_country: dict[str, list[int]] = defaultdict(list)
-    dropped = []
-    for index, (qid, code) in enumerate(zip(qids, codes)):
-        if code in EU28:
-            by_country[code].append(index)
-        else:
-            dropped.append((qid, "mlm_irle_gr", "outside_eu28", f"located in {code}"))
-
-    population = {code: countries()[code].population for code in EU28}
-    wanted = largest_remainder_quotas(population, total)
-    quotas, chosen = [], []
-    for code in sorted(EU28, key=lambda c: (-population[c], c)):
-        members = sorted(by_country[code], key=lambda i: (int(order[i]), qids[i]))
-        taken = min(wanted[code], len(members))
-        quotas.append(Quota(code, population[code], wanted[code], len(members), taken))
-        chosen.extend(members[:taken])
-        for index in members[taken:]:
-            dropped.append(
-                (qids[index], "mlm_irle_gr", "over_quota", f"{code}: quota {wanted[code]} of {len(members)} available")
-            )
-
-    sample = mlm_irle.take(pa.array(sorted(chosen), pa.int64()))
-    sample_qids = sample.column("qid").to_pylist()
-    cells = build_cells(
-        sample_qids,
-        sample.column("lat").to_numpy(zero_copy_only=False),
-        sample.column("lon").to_numpy(zero_copy_only=False),
-        params,
-        stage="mlm_irle_gr",
-        source="mlm_irle_gr sample",
-    )
-    cell_of = dict(zip(cells.entity_cells.column("qid").to_pylist(), cells.entity_cells.column("cell").to_pylist()))
-    mask = pa.array([q in cell_of for q in sample_qids], pa.bool_())
-    kept = sample.filter(mask)
-    table = kept.set_column(
-        kept.schema.get_field_index("cell"),
-        "cell",
-        pa.array([cell_of[q] for q in kept.column("qid").to_pylist()], pa.int32()),
-    )
-    all_dropouts = pa.concat_tables([_dropouts(dropped), cells.dropouts])
-    return GrResult(schemas.sort_table(table, "mlm_irle_gr"), cells.cells, all_dropouts, quotas, cells.sparse_counts)
+    with sql.connect(spill_dir) as con:
+        sql.register(con, irle=mlm_irle)
+        members = sql.table(con, f"SELECT qid, country_code FROM irle WHERE country_code IN {EU28_SQL} ORDER BY qid",
+                            _columns("qid", "country_code", schema=schemas.VERSION))
+        keys = hash_keys(members.column("qid").to_pylist(), seed, "mlm_irle_gr")
+        sql.register(con, keyed=members.append_column("key", pa.array(keys, pa.uint64())))
+        available = dict(con.execute("SELECT country_code, count(*) FROM keyed GROUP BY 1").fetchall())
+        population = {code: countries()[code].population for code in EU28}
+        wanted = largest_remainder_quotas(population, total)
+        order = sorted(EU28, key=lambda c: (-population[c], c))
+        quotas = [Quota(c, population[c], wanted[c], available.get(c, 0), min(wanted[c], available.get(c, 0)))
+                  for c in order]
+        sql.register(con, quotas=pa.table({"country_code": [q.country for q in quotas],
+                                           "wanted": [q.wanted for q in quotas],
+                                           "available": [q.available for q in quotas]}))
+        con.execute("""
+            CREATE TEMP TABLE ranked AS
+            SELECT k.qid, k.country_code, q.wanted, q.available,
+                   row_number() OVER (PARTITION BY k.country_code ORDER BY k.key, k.qid) AS rank
+            FROM keyed k JOIN quotas q USING (country_code)""")
+        sample = sql.table(con, f"""
+            SELECT {VERSION_COLUMNS} FROM irle SEMI JOIN (SELECT qid FROM ranked WHERE rank <= wanted) USING (qid)
+            ORDER BY qid""", schemas.VERSION)
+        cells = build_cells(
+            sample.column("qid").to_pylist(),
+            sample.column("lat").to_numpy(zero_copy_only=False),
+            sample.column("lon").to_numpy(zero_copy_only=False),
+            params,
+            stage="mlm_irle_gr",
+            source="mlm_irle_gr sample",
+        )
+        sql.register(con, sample=sample, sample_cells=cells.entity_cells)
+        table = sql.table(con, """
+            SELECT s.qid, s.lat, s.lon, s.country_code, s.continent, c.cell, s.classes, s.n_images, s.n_summaries,
+                   s.languages
+            FROM sample s JOIN sample_cells c ON c.qid = s.qid ORDER BY s.qid""", schemas.VERSION)
+        chosen = _dropouts(con, f"""
+            SELECT qid, 'mlm_irle_gr' AS stage, 'outside_eu28' AS reason,
+                   'located in ' || coalesce(country_code, 'None') AS detail
+            FROM irle WHERE country_code IS NULL OR country_code NOT IN {EU28_SQL}
+            UNION ALL
+            SELECT qid, 'mlm_irle_gr', 'over_quota', country_code || ': quota ' || wanted || ' of ' || available || ' available'
+            FROM ranked WHERE rank > wanted""")
+    return GrResult(table, cells.cells, pa.concat_tables([chosen, cells.dropouts]), quotas, cells.sparse_counts)
 
 
 def check_ratios(train: float, val: float, test: float) -> None:
@@ -295,8 +287,17 @@ def check_ratios(train: float, val: float, test: float) -> None:
         )
 
 
-def assign_splits(versions: dict[str, Sequence[str]], seed: int, train: float, val: float, test: float) -> pa.Table:
-    """Train/val/test by entity: a keyed hash of (seed, qid) against the cumulative ratios.
+def split_names(qids: Sequence[str], seed: int, train: float, val: float) -> list[str]:
+    """Each entity's split: a keyed hash of (seed, qid) against the cumulative ratios."""
+    bounds = np.array([train, train + val], dtype=np.float64) * 2.0**64
+    unit = hash_keys(qids, seed, "split").astype(np.float64)
+    return [SPLIT_NAMES[k] for k in np.searchsorted(bounds, unit, side="right")]
+
+
+def assign_splits(
+    versions: Mapping[str, sql.Source], seed: int, train: float, val: float, test: float, spill_dir: Path | None = None
+) -> pa.Table:
+    """Train/val/test by entity, for every entity of every version.
 
     The split of an entity depends on nothing but its id and the seed, so it is the same in
     every version that holds it (training on MLM-irle never sees an MLM-irle-gr test entity),
@@ -304,20 +305,12 @@ def assign_splits(versions: dict[str, Sequence[str]], seed: int, train: float, v
     exactly: at 5,000 entities a 10% split varies by about 20 entities.
     """
     check_ratios(train, val, test)
-    bounds = np.array([train, train + val], dtype=np.float64) * 2.0**64
-    rows_version, rows_qid, rows_split = [], [], []
-    for version, qids in versions.items():
-        unit = hash_keys(qids, seed, "split").astype(np.float64)
-        which = np.searchsorted(bounds, unit, side="right")
-        rows_version.extend([version] * len(qids))
-        rows_qid.extend(qids)
-        rows_split.extend(SPLIT_NAMES[k] for k in which)
-    table = pa.table(
-        {
-            "version": pa.array(rows_version, pa.string()),
-            "qid": pa.array(rows_qid, pa.string()),
-            "split": pa.array(rows_split, pa.string()),
-        },
-        schema=schemas.SPLITS,
-    )
-    return schemas.sort_table(table, "splits")
+    with sql.connect(spill_dir) as con:
+        sql.register(con, **{f"version_{i}": table for i, table in enumerate(versions.values())})
+        members = " UNION ALL ".join(
+            f"SELECT {sql.quoted(name)} AS version, qid FROM version_{i}" for i, name in enumerate(versions))
+        qids = [q for (q,) in con.execute(f"SELECT DISTINCT qid FROM ({members}) ORDER BY 1").fetchall()]
+        sql.register(con, split_of=pa.table({"qid": pa.array(qids, pa.string()),
+                                             "split": pa.array(split_names(qids, seed, train, val), pa.string())}))
+        return sql.table(con, f"SELECT m.version, m.qid, s.split FROM ({members}) m JOIN split_of s USING (qid) "
+                              "ORDER BY m.version, m.qid", schemas.SPLITS)
