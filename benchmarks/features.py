@@ -56,10 +56,9 @@ from mlm_pipeline.encoders.image import (
 )
 from mlm_pipeline.encoders.resnet import resnet_config, seeded_resnet
 from mlm_pipeline.encoders.settings import BranchSpec
-from mlm_pipeline.encoders.tables import BinaryColumn
 from mlm_pipeline.encoders.text import TextEncoder, TransformerTextEncoder, build_text_encoder, chunk_text
 from mlm_pipeline.encoders.vectors import to_vector_array
-from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.shards import write_parquet
 from mlm_pipeline.world.imagegen import Picture, thumbnail_bytes
 from mlm_pipeline.world.scenery import scenery_for
 from mlm_pipeline.world.texts import LANGS, PlaceFacts, intro
@@ -163,7 +162,7 @@ def main() -> None:
     column = thumbnails(args.images)
     print(f"{args.images} thumbnails of {column.nbytes / args.images / 1024:.1f} KiB on average "
           f"(drawn in {time.perf_counter() - started:.1f} s); crops of {encoder.decode_size} px, batches of {args.batch_size}")
-    contents = BinaryColumn(column)
+    contents = column.to_pylist()
 
     rows: dict[str, tuple[int, float, float, str]] = {}  # name -> items, best wall s, best cpu s, unit
 

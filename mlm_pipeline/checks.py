@@ -16,7 +16,7 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,8 @@ from mlm_pipeline.model.tasks import TASKS
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import recorded_config
 from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
+from mlm_pipeline.shards import StoredTable
+from mlm_pipeline.storage import StorageResource
 
 MAX_NAMED = 20
 """How many offending rows a failed check names in its metadata (all are counted)."""
@@ -91,14 +93,14 @@ def _key(row: Sequence[object]) -> str:
     return "/".join("<null>" if v is None else str(v) for v in row)
 
 
-def _keys(table: pa.Table, columns: Sequence[str]) -> list[str]:
+def _keys(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> list[str]:
     return [_key(row) for row in zip(*(table.column(c).to_pylist() for c in columns))]
 
 
-def _require(table: pa.Table, columns: Iterable[str], rule: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
+def _require(table: pa.Table | pa.RecordBatch, columns: Iterable[str], rule: str) -> None:
+    missing = [c for c in columns if c not in table.schema.names]
     if missing:
-        raise ValueError(f"{rule}: table has no column {missing} (columns: {table.column_names})")
+        raise ValueError(f"{rule}: table has no column {missing} (columns: {table.schema.names})")
 
 
 def unique_keys(table: pa.Table, columns: Sequence[str]) -> Finding:
@@ -236,46 +238,67 @@ def cells_match_entities(geo_cells: pa.Table, entity_cells: pa.Table) -> Finding
     return found.finding(rule, entities=entity_cells.num_rows, cells=geo_cells.num_rows)
 
 
-def images_decodable(images: pa.Table) -> Finding:
-    """What feature extraction will do to each image, done now: no SVG, bytes that decode as
-    the declared raster format and size, and a sha256 that matches them."""
+def images_decodable(images: pa.Table | Iterable[pa.RecordBatch], read: Callable[[str], bytes]) -> Finding:
+    """What feature extraction will do to each image, done now: no SVG, bytes (``read`` by their
+    sha256) that decode as the declared raster format and size, and a sha256 that matches them.
+    Each image's bytes are read and decoded on their own, so memory does not grow with the table."""
     from PIL import Image
 
     rule = "no SVG or undecodable image"
-    columns = ["qid", "file_name", "format", "sha256", "width", "height", "content"]
-    _require(images, columns, rule)
+    columns = ["qid", "file_name", "format", "sha256", "width", "height"]
     found = _Offenders()
-    for qid, name, fmt, sha, width, height, content in zip(*(images.column(c).to_pylist() for c in columns)):
-        key = f"{qid}/{name}"
-        if fmt is None or fmt.upper() == "SVG":
-            found.add(key, f"format {fmt}")
-            continue
-        if content is None or hashlib.sha256(content).hexdigest() != sha:
-            found.add(key, "sha256 does not match the bytes")
-            continue
-        try:
-            with Image.open(io.BytesIO(content)) as image:
-                image.load()
-                decoded = (image.format or "", image.width, image.height)
-        except Exception as error:  # Pillow raises many types for bad bytes; all mean the same
-            found.add(key, f"undecodable ({type(error).__name__})")
-            continue
-        if decoded[0].upper() != fmt.upper():
-            found.add(key, f"declared {fmt} but decodes as {decoded[0]}")
-        elif decoded[1:] != (width, height):
-            found.add(key, "declared size differs from the decoded one")
-    return found.finding(rule, images=images.num_rows)
+    rows = 0
+    for batch in _batches(images, columns, rule):
+        rows += batch.num_rows
+        for qid, name, fmt, sha, width, height in zip(*(batch.column(c).to_pylist() for c in columns)):
+            key = f"{qid}/{name}"
+            if fmt is None or fmt.upper() == "SVG":
+                found.add(key, f"format {fmt}")
+                continue
+            try:
+                content = read(sha)
+            except (FileNotFoundError, ValueError):
+                found.add(key, "bytes not stored")
+                continue
+            if hashlib.sha256(content).hexdigest() != sha:
+                found.add(key, "sha256 does not match the bytes")
+                continue
+            try:
+                with Image.open(io.BytesIO(content)) as image:
+                    image.load()
+                    decoded = (image.format or "", image.width, image.height)
+            except Exception as error:  # Pillow raises many types for bad bytes; all mean the same
+                found.add(key, f"undecodable ({type(error).__name__})")
+                continue
+            if decoded[0].upper() != fmt.upper():
+                found.add(key, f"declared {fmt} but decodes as {decoded[0]}")
+            elif decoded[1:] != (width, height):
+                found.add(key, "declared size differs from the decoded one")
+    return found.finding(rule, images=rows)
 
 
-def vectors_sound(table: pa.Table, key: Sequence[str], dim: int, column: str = "vector") -> Finding:
+def _batches(table: pa.Table | Iterable[pa.RecordBatch], columns: Sequence[str], rule: str) -> Iterator[pa.RecordBatch]:
+    """A table's batches (a stored table comes as batches already), each checked for the
+    columns the rule reads."""
+    if isinstance(table, pa.Table):
+        _require(table, columns, rule)
+        table = table.to_batches()
+    for batch in table:
+        _require(batch, columns, rule)
+        yield batch
+
+
+def vectors_sound(
+    table: pa.Table | Iterable[pa.RecordBatch], key: Sequence[str], dim: int, column: str = "vector"
+) -> Finding:
     """Every vector present, ``dim`` wide and finite: one NaN spreads through a batch's loss
-    and silently ruins a whole training run."""
+    and silently ruins a whole training run. Read a batch at a time."""
     rule = f"{dim}-d finite vectors"
-    _require(table, [*key, column], rule)
     found = _Offenders()
-    keys = _keys(table, key)
-    row = 0
-    for chunk in table.column(column).chunks:
+    rows = 0
+    for batch in _batches(table, [*key, column], rule):
+        keys = _keys(batch, key)
+        chunk = batch.column(column)
         nulls = chunk.is_null().to_numpy(zero_copy_only=False)
         lengths = pc.list_value_length(chunk).fill_null(0).to_numpy(zero_copy_only=False)
         values = pc.list_flatten(chunk).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -284,13 +307,13 @@ def vectors_sound(table: pa.Table, key: Sequence[str], dim: int, column: str = "
         non_finite = bad[ends] - bad[ends - lengths]
         for i in np.flatnonzero(nulls | (lengths != dim) | (non_finite > 0)):
             if nulls[i]:
-                found.add(keys[row + i], "missing vector")
+                found.add(keys[i], "missing vector")
             elif lengths[i] != dim:
-                found.add(keys[row + i], f"{lengths[i]}-d vector")
+                found.add(keys[i], f"{lengths[i]}-d vector")
             else:
-                found.add(keys[row + i], "NaN or infinite value")
-        row += len(chunk)
-    return found.finding(rule, rows=table.num_rows, dim=dim)
+                found.add(keys[i], "NaN or infinite value")
+        rows += batch.num_rows
+    return found.finding(rule, rows=rows, dim=dim)
 
 
 def index_complete(index: pa.Table, image_features: pa.Table, text_features: pa.Table) -> Finding:
@@ -454,13 +477,19 @@ def declared_config(context: AssetCheckExecutionContext, asset_name: str, config
 
 
 def table_check(
-    asset: str, name: str, rule: Callable[[pa.Table], Finding], description: str, blocking: bool = True
+    asset: str,
+    name: str,
+    rule: Callable[[pa.Table], Finding],
+    description: str,
+    blocking: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> AssetChecksDefinition:
-    """A check that needs nothing but the asset's own table."""
+    """A check that needs nothing but the asset's own table (only ``columns`` of it, when given:
+    a check of keys need not read a table's text or vectors)."""
 
     @release_check(asset=asset, name=name, blocking=blocking, description=description)
-    def _check(table: pa.Table) -> AssetCheckResult:
-        return check_result(rule(table))
+    def _check(table: StoredTable) -> AssetCheckResult:
+        return check_result(rule(table.read(columns)))
 
     return _check
 
@@ -471,19 +500,24 @@ def unique(asset: str, columns: Sequence[str]) -> AssetChecksDefinition:
         f"unique_{'_'.join(columns)}",
         lambda table: unique_keys(table, columns),
         f"No {'+'.join(columns)} twice or null: every join downstream assumes one row per key.",
+        columns=columns,
     )
 
 
 def in_range(asset: str) -> AssetChecksDefinition:
     return table_check(
-        asset, "coordinates_in_range", coordinates_in_range, "Latitude in [-90, 90], longitude in [-180, 180]."
+        asset,
+        "coordinates_in_range",
+        coordinates_in_range,
+        "Latitude in [-90, 90], longitude in [-180, 180].",
+        columns=("qid", "lat", "lon"),
     )
 
 
 @release_check(asset="summaries", name="languages_within_configured", blocking=True, description="Summaries only in the configured languages.")
-def summaries_languages(context: AssetCheckExecutionContext, summaries: pa.Table) -> AssetCheckResult:
+def summaries_languages(context: AssetCheckExecutionContext, summaries: StoredTable) -> AssetCheckResult:
     allowed = declared_config(context, "summaries", SummariesConfig).languages
-    return check_result(languages_within(summaries, "lang", allowed, key=("qid", "lang")))
+    return check_result(languages_within(summaries.read(["qid", "lang"]), "lang", allowed, key=("qid", "lang")))
 
 
 def version_languages(version: str) -> AssetChecksDefinition:
@@ -493,9 +527,9 @@ def version_languages(version: str) -> AssetChecksDefinition:
         blocking=True,
         description="Every entity has summaries, all in the configured languages.",
     )
-    def _check(context: AssetCheckExecutionContext, table: pa.Table) -> AssetCheckResult:
+    def _check(context: AssetCheckExecutionContext, table: StoredTable) -> AssetCheckResult:
         allowed = declared_config(context, "summaries", SummariesConfig).languages
-        return check_result(languages_within(table, "languages", allowed))
+        return check_result(languages_within(table.read(["qid", "languages"]), "languages", allowed))
 
     return _check
 
@@ -554,9 +588,32 @@ def splits_exactly_one(splits: pa.Table, mlm: pa.Table, mlm_irle: pa.Table, mlm_
     additional_ins={"class_features": AssetIn("class_features", metadata={"columns": ["vector"]})},
     description="Text vectors finite and as wide as the class vectors (one encoder for both).",
 )
-def text_features_sound(text_features: pa.Table, class_features: pa.Table) -> AssetCheckResult:
+def text_features_sound(text_features: StoredTable, class_features: pa.Table) -> AssetCheckResult:
     dim = class_features.schema.field("vector").type.list_size
-    return check_result(vectors_sound(text_features, ("qid", "lang"), dim))
+    return check_result(vectors_sound(text_features.batches(), ("qid", "lang"), dim))
+
+
+@release_check(
+    asset="images_filtered",
+    name="decodable_rasters",
+    blocking=True,
+    description="No SVG; every image decodes as its declared format and size, and matches its sha256.",
+)
+def images_filtered_decodable(
+    context: AssetCheckExecutionContext, storage: StorageResource, images_filtered: StoredTable
+) -> AssetCheckResult:
+    read = storage.blobs(context.partition_key).get
+    return check_result(images_decodable(images_filtered.batches(), read))
+
+
+@release_check(
+    asset="image_features",
+    name="finite_vectors",
+    blocking=True,
+    description=f"{IMAGE_FEATURE_DIM}-d image vectors, present and finite.",
+)
+def image_features_sound(image_features: StoredTable) -> AssetCheckResult:
+    return check_result(vectors_sound(image_features.batches(batch_size=1024), ("qid", "file_name"), IMAGE_FEATURE_DIM))
 
 
 def class_features_check() -> AssetChecksDefinition:
@@ -603,12 +660,7 @@ asset_checks: list[AssetChecksDefinition] = [
     summaries_languages,
     unique("images", ["qid", "file_name"]),
     unique("images_filtered", ["qid", "file_name"]),
-    table_check(
-        "images_filtered",
-        "decodable_rasters",
-        images_decodable,
-        "No SVG; every image decodes as its declared format and size, and matches its sha256.",
-    ),
+    images_filtered_decodable,
     geo_cells_counts,
     entity_cells_match,
     *[check for v in VERSIONS for check in (unique(v, ["qid"]), in_range(v), version_languages(v))],
@@ -616,12 +668,7 @@ asset_checks: list[AssetChecksDefinition] = [
     splits_exactly_one,
     table_check("dataset_stats", "consistent", stats_consistent, "Table 2 adds up.", blocking=False),
     unique("image_features", ["qid", "file_name"]),
-    table_check(
-        "image_features",
-        "finite_vectors",
-        lambda table: vectors_sound(table, ("qid", "file_name"), IMAGE_FEATURE_DIM),
-        f"{IMAGE_FEATURE_DIM}-d image vectors, present and finite.",
-    ),
+    image_features_sound,
     text_features_sound,
     class_features_check(),
     *model_checks(),

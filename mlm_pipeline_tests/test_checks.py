@@ -11,6 +11,7 @@ from dagster import ExecuteInProcessResult, Output, asset, materialize
 from PIL import Image
 
 from mlm_pipeline import checks, schemas
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
@@ -162,33 +163,43 @@ def image_row(qid: str, name: str, fmt: str, content: bytes, size: tuple[int, in
         "n_bytes": len(content),
         "license": "CC0",
         "attribution": "",
-        "content": content,
     }
 
 
-def test_images_decodable() -> None:
+def test_images_decodable(tmp_path) -> None:
+    blobs = BlobStore(tmp_path)
     jpeg, png = encoded("JPEG"), encoded("PNG")
     good = [image_row("Q1", "a.jpg", "JPEG", jpeg), image_row("Q2", "b.png", "PNG", png)]
-    assert checks.images_decodable(pa.Table.from_pylist(good, schema=schemas.IMAGES)).passed
+    for content in (jpeg, png):
+        blobs.put(content)
+    assert checks.images_decodable(pa.Table.from_pylist(good, schema=schemas.IMAGES), blobs.get).passed
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"/>'
+    truncated = jpeg[: len(jpeg) // 2]
+    blobs.put(truncated)
     wrong_sha = image_row("Q5", "e.jpg", "JPEG", jpeg) | {"sha256": "0" * 64}
+    blobs.path("0" * 64).parent.mkdir(parents=True)
+    blobs.path("0" * 64).write_bytes(jpeg)  # bytes damaged in storage
     bad = [
-        image_row("Q1", "a.jpg", "JPEG", jpeg[: len(jpeg) // 2]),  # truncated
+        image_row("Q1", "a.jpg", "JPEG", truncated),
         image_row("Q2", "b.svg", "SVG", svg),
         image_row("Q3", "c.png", "JPEG", png),  # lies about its format
         image_row("Q4", "d.jpg", "JPEG", jpeg, size=(9, 6)),
         wrong_sha,
         image_row("Q6", "f.jpg", "JPEG", jpeg),
+        image_row("Q7", "g.jpg", "JPEG", encoded("JPEG", (5, 5))),  # never stored
     ]
-    finding = checks.images_decodable(pa.Table.from_pylist(bad, schema=schemas.IMAGES))
-    assert finding.offending == ("Q1/a.jpg", "Q2/b.svg", "Q3/c.png", "Q4/d.jpg", "Q5/e.jpg")
+    table = pa.Table.from_pylist(bad, schema=schemas.IMAGES)
+    finding = checks.images_decodable(table.to_batches(max_chunksize=3), blobs.get)
+    assert finding.offending == ("Q1/a.jpg", "Q2/b.svg", "Q3/c.png", "Q4/d.jpg", "Q5/e.jpg", "Q7/g.jpg")
     assert finding.reasons == {
         "undecodable (OSError)": 1,
         "format SVG": 1,
         "declared JPEG but decodes as PNG": 1,
         "declared size differs from the decoded one": 1,
         "sha256 does not match the bytes": 1,
+        "bytes not stored": 1,
     }
+    assert finding.counts == {"images": len(bad)}
 
 
 def test_detail_names_the_first_rows_and_counts_the_rest() -> None:

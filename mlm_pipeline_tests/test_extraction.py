@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from mlm_pipeline import schemas
@@ -19,6 +18,7 @@ from mlm_pipeline.sparql.closure import closure_from_edges, fetch_closure
 from mlm_pipeline.sparql.extraction import REASONS, ExtractionSettings, extract_entities
 from mlm_pipeline.world import Served, World, expected, running_world
 from mlm_pipeline.world.builder import SPECIALS
+from mlm_pipeline.shards import release_folder, stored_table
 
 AGENT = "mlm-pipeline-test/0 (test@example.org)"
 
@@ -242,9 +242,9 @@ def test_materialize_writes_the_true_tables(tiny_world: World, dagster_instance,
     result = _materialize(tiny_world, dagster_instance, tmp_path, tiny_world.release)
     assert result.success
     data = tmp_path / "data"
-    classes = pq.read_table(data / "settlement_classes" / f"{tiny_world.release}.parquet")
-    entities = pq.read_table(data / "entities" / f"{tiny_world.release}.parquet")
-    dropouts = pq.read_table(data / "entity_dropouts" / f"{tiny_world.release}.parquet")
+    classes = stored_table("settlement_classes", tiny_world.release, data).read()
+    entities = stored_table("entities", tiny_world.release, data).read()
+    dropouts = stored_table("entity_dropouts", tiny_world.release, data).read()
     assert {r["qid"]: r["hops"] for r in classes.to_pylist()} == tiny_world.truth.closure
     assert {r["qid"]: r for r in entities.to_pylist()} == tiny_world.truth.entities
     assert {r["qid"]: r["reason"] for r in dropouts.to_pylist()} == tiny_world.truth.dropouts
@@ -265,7 +265,7 @@ def test_materialize_refuses_a_release_the_endpoint_does_not_serve(
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = str(failure.step_failure_data.error)
     assert "2020-01-01" in message and tiny_world.release in message
-    assert not (tmp_path / "data" / "settlement_classes" / "2020-01-01.parquet").exists()
+    assert not release_folder(tmp_path / "data", "settlement_classes", "2020-01-01").exists()
 
 
 def test_materialize_refuses_bad_configuration_before_serving_anything(

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from dagster import AssetSpec, materialize
@@ -23,13 +22,15 @@ from mlm_pipeline import schemas
 from mlm_pipeline.assets import features
 from mlm_pipeline.encoders.device import DeviceError
 from mlm_pipeline.encoders.resnet import CheckpointError
-from mlm_pipeline.encoders.tables import BinaryColumn
 from mlm_pipeline.encoders.image import build_image_encoder, encode_images
 from mlm_pipeline.encoders.settings import branch_specs
 from mlm_pipeline.encoders.text import TextModelError, build_text_encoder
 from mlm_pipeline.encoders.vectors import vector_matrix
-from mlm_pipeline.parquet_io import ParquetIOManager, write_parquet
+from mlm_pipeline.blobs import BlobStore
+from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.shards import release_folder, store_table, stored_table
+from mlm_pipeline.storage import StorageResource
 
 RELEASE = "2026-01-05"
 UPSTREAM = [AssetSpec(name, partitions_def=release_partitions) for name in ("images_filtered", "mlm_irle", "summaries", "entities")]
@@ -48,7 +49,9 @@ def image_bytes(seed: int, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def images_table(broken: bool = False) -> pa.Table:
+def images_table(blobs: BlobStore, broken: bool = False) -> pa.Table:
+    """Image rows as the images stage stores them, their bytes in ``blobs``; the rows say which
+    are broken in the licence column, so the test knows without reading the bytes back."""
     rows = []
     for i, qid in enumerate(QIDS):
         for j in range(1 + i % 2):
@@ -56,8 +59,8 @@ def images_table(broken: bool = False) -> pa.Table:
             content = b"\x89PNG\r\n\x1a\n broken" if broken or (i, j) == (1, 1) else image_bytes(10 * i + j, fmt)
             rows.append({
                 "qid": qid, "file_name": f"Place {i} view {j}.{fmt.lower()}", "url": f"http://127.0.0.1/{i}/{j}",
-                "sha256": f"{i}{j}", "format": fmt, "width": 90, "height": 60, "n_bytes": len(content),
-                "license": "CC BY-SA 4.0", "attribution": "someone", "content": content,
+                "sha256": blobs.put(content), "format": fmt, "width": 90, "height": 60, "n_bytes": len(content),
+                "license": "broken" if content.endswith(b" broken") else "CC BY-SA 4.0", "attribution": "someone",
             })
     return pa.Table.from_pylist(rows, schema=schemas.IMAGES)
 
@@ -101,13 +104,13 @@ def version_table(entities: pa.Table) -> pa.Table:
 def store_inputs(base: Path, *, broken_images: bool = False) -> dict[str, pa.Table]:
     entities = entities_table()
     tables = {
-        "images_filtered": images_table(broken_images),
+        "images_filtered": images_table(BlobStore.of_release(base, RELEASE), broken_images),
         "summaries": summaries_table(),
         "entities": entities,
         "mlm_irle": version_table(entities),
     }
     for name, table in tables.items():
-        write_parquet(table, base / name / f"{RELEASE}.parquet")
+        store_table(base, name, RELEASE, table)
     return tables
 
 
@@ -118,13 +121,17 @@ def run(base: Path, instance, selection: list[str], config: dict | None = None):
         selection=selection,
         partition_key=RELEASE,
         instance=instance,
-        resources={"io_manager": ParquetIOManager(base_dir=str(base))},
+        resources={"io_manager": ParquetIOManager(base_dir=str(base)), "storage": StorageResource(base_dir=str(base))},
         run_config={"ops": config or {}},
     )
 
 
-def stored(base: Path, name: str) -> Path:
-    return base / name / f"{RELEASE}.parquet"
+def stored(base: Path, name: str) -> pa.Table:
+    return stored_table(name, RELEASE, base).read()
+
+
+def shard_bytes(base: Path, name: str) -> list[bytes]:
+    return [path.read_bytes() for path in sorted(release_folder(base, name, RELEASE).iterdir())]
 
 
 ALL = ["image_features", "image_feature_dropouts", "text_features", "class_features"]
@@ -137,32 +144,32 @@ def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(t
     result = run(first, dagster_instance, ALL)
     assert result.success
 
-    images = pq.read_table(stored(first, "image_features"))
+    images = stored(first, "image_features")
     assert images.schema == schemas.IMAGE_FEATURES
     expected = [
         (r["qid"], r["file_name"]) for r in inputs["images_filtered"].to_pylist()
-        if r["qid"] in IN_VERSION and not r["content"].endswith(b" broken")
+        if r["qid"] in IN_VERSION and r["license"] != "broken"
     ]
     assert list(zip(images.column("qid").to_pylist(), images.column("file_name").to_pylist())) == sorted(expected)
     matrix = vector_matrix(images.column("vector"))
     assert matrix.shape == (len(expected), 4096) and np.isfinite(matrix).all()
     assert len({row.tobytes() for row in matrix}) == len(expected)  # every image its own vector
 
-    dropouts = pq.read_table(stored(first, "image_feature_dropouts"))
+    dropouts = stored(first, "image_feature_dropouts")
     assert dropouts.schema == schemas.DROPOUTS
-    broken = [(r["qid"], r["file_name"]) for r in inputs["images_filtered"].to_pylist() if r["content"].endswith(b" broken")]
+    broken = [(r["qid"], r["file_name"]) for r in inputs["images_filtered"].to_pylist() if r["license"] == "broken"]
     assert [(r["qid"], r["item"], r["stage"], r["reason"]) for r in dropouts.to_pylist()] == [
         (qid, name, "image_features", "undecodable") for qid, name in broken
     ] and len(broken) == 1
 
-    texts = pq.read_table(stored(first, "text_features"))
+    texts = stored(first, "text_features")
     assert texts.schema == schemas.text_features_schema(512)
     wanted = sorted((r["qid"], r["lang"]) for r in inputs["summaries"].to_pylist() if r["qid"] in IN_VERSION)
     assert list(zip(texts.column("qid").to_pylist(), texts.column("lang").to_pylist())) == wanted
     text_matrix = vector_matrix(texts.column("vector"))
     assert np.isfinite(text_matrix).all() and (np.abs(text_matrix).sum(axis=1) > 0).all()
 
-    classes = pq.read_table(stored(first, "class_features"))
+    classes = stored(first, "class_features")
     assert classes.schema == schemas.class_features_schema(512)
     used = sorted({c for r in inputs["mlm_irle"].to_pylist() for c in r["classes"]})
     assert classes.column("qid").to_pylist() == used
@@ -193,12 +200,13 @@ def test_features_of_the_version_stored_as_fixed_size_vectors_and_reproducible(t
     np.testing.assert_allclose(rebuilt.encode([summary["text"]]).vectors[0], text_matrix[0], rtol=1e-5, atol=1e-6)
     image_encoder = build_image_encoder(branch_specs(**meta["image_features"]["provenance/config"].value))
     photo = next(r for r in inputs["images_filtered"].to_pylist() if (r["qid"], r["file_name"]) == sorted(expected)[0])
-    again = encode_images(image_encoder, [photo["content"]], device=torch.device("cpu"), workers=0).vectors[0]
+    content = BlobStore.of_release(first, RELEASE).get(photo["sha256"])
+    again = encode_images(image_encoder, [content], device=torch.device("cpu"), workers=0).vectors[0]
     np.testing.assert_allclose(again, matrix[0], rtol=1e-4, atol=1e-5)
 
     assert run(second, dagster_instance, ALL).success
     for name in ALL:
-        assert stored(first, name).read_bytes() == stored(second, name).read_bytes(), name
+        assert shard_bytes(first, name) == shard_bytes(second, name), name
 
 
 def test_bad_checkpoint_fails_before_any_image_is_decoded(tmp_path, dagster_instance):
@@ -209,7 +217,7 @@ def test_bad_checkpoint_fails_before_any_image_is_decoded(tmp_path, dagster_inst
         run(tmp_path, dagster_instance, ["image_features", "image_feature_dropouts"],
             {"image_features": {"config": {"places_checkpoint": str(wrong)}}})
     assert str(wrong) in str(error.value) and "module.layer9.weight" in str(error.value)
-    assert not stored(tmp_path, "image_features").exists()
+    assert not release_folder(tmp_path, "image_features", RELEASE).exists()
     with pytest.raises(ValidationError, match=r"geo\.ckpt' does not exist"):  # refused with the run config
         run(tmp_path, dagster_instance, ["image_features", "image_feature_dropouts"],
             {"image_features": {"config": {"geo_checkpoint": str(tmp_path / "geo.ckpt")}}})
@@ -223,7 +231,8 @@ def test_missing_text_model_and_absent_device_are_named(tmp_path, dagster_instan
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="device='cuda'"):
             run(tmp_path, dagster_instance, ["class_features"], {"class_features": {"config": {"device": "cuda"}}})
-    assert not stored(tmp_path, "text_features").exists() and not stored(tmp_path, "class_features").exists()
+    assert not release_folder(tmp_path, "text_features", RELEASE).exists()
+    assert not release_folder(tmp_path, "class_features", RELEASE).exists()
 
 
 def test_a_configured_transformers_model_uses_all_its_layers_unless_told(tmp_path):
@@ -237,9 +246,3 @@ def test_a_configured_transformers_model_uses_all_its_layers_unless_told(tmp_pat
     assert cut.describe()["layers"] == "2 of 6"
     with pytest.raises(TextModelError, match="layers=2 applies to a transformers model_path"):
         features.TextFeaturesConfig(device="cpu", layers=2).encoder()
-
-
-def test_image_bytes_are_read_across_chunks_in_key_order_without_copies():
-    column = pa.chunked_array([pa.array([b"a", b"b"]), pa.array([], pa.binary()), pa.array([b"c", b"d"])])
-    assert list(BinaryColumn(column)) == [b"a", b"b", b"c", b"d"]
-    assert list(BinaryColumn(column, np.array([3, 0, 2]))) == [b"d", b"a", b"c"]

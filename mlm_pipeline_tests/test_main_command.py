@@ -14,13 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterInstance
 
 from mlm_pipeline.cli import PROJECT_ROOT
 from mlm_pipeline.definitions import defs
 from mlm_pipeline.run_profiles import training_config
 from mlm_pipeline.world import World
+from mlm_pipeline.shards import release_folder, stored_table
 
 TINY_TRAINING = {"epochs": 2, "emb_dim": 16, "lr": 0.003, "threads": 1}
 
@@ -50,9 +50,9 @@ def test_main_command_builds_every_asset_of_the_tiny_release(tmp_path: Path, tin
     assert "RUN_SUCCESS" in run.stdout + run.stderr
 
     keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string())
-    missing = [k.to_user_string() for k in keys if not (data.joinpath(*k.path) / f"{tiny_world.release}.parquet").exists()]
+    missing = [k.to_user_string() for k in keys if not release_folder(data, k.to_user_string(), tiny_world.release).is_dir()]
     assert not missing, f"assets without a stored table: {missing}"
-    entities = pq.read_table(data / "entities" / f"{tiny_world.release}.parquet")
+    entities = stored_table("entities", tiny_world.release, data).read()
     assert sorted(entities.column("qid").to_pylist()) == sorted(tiny_world.truth.entities)
 
     with DagsterInstance.from_config(str(home)) as instance:

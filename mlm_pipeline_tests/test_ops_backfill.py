@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
@@ -28,6 +27,7 @@ from dagster import (
 from mlm_pipeline.cli import PROJECT_ROOT
 from mlm_pipeline.definitions import defs
 from mlm_pipeline.world import WorldSpec, build_world
+from mlm_pipeline.shards import stored_table
 
 HANG_GUARD_S = 1500
 """Only a hang ends the wait: two tiny releases take four minutes on two idle cores, and many
@@ -109,9 +109,9 @@ def test_backfill_of_two_releases_at_once_builds_both_and_diffs_the_later_one(tm
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
 
-    diff = pq.read_table(data / "release_diff" / f"{second.release}.parquet").to_pylist()
+    diff = stored_table("release_diff", second.release, data).read().to_pylist()
     before, after = set(first.truth.entities), set(second.truth.entities)
     assert {r["qid"] for r in diff if r["change"] == "added"} == after - before != set()
     assert {r["qid"] for r in diff if r["change"] == "removed"} == before - after != set()
-    first_entities = pq.read_table(data / "entities" / f"{first.release}.parquet").column("qid").to_pylist()
+    first_entities = stored_table("entities", first.release, data).read().column("qid").to_pylist()
     assert sorted(first_entities) == sorted(first.truth.entities)  # each release got its own world version

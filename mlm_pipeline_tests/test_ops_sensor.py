@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pyarrow.parquet as pq
 import pytest
 from dagster import (
     DagsterInstance,
@@ -24,6 +23,7 @@ from mlm_pipeline.resources import ConfigError, WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World, WorldSpec, build_world
+from mlm_pipeline.shards import stored_table
 
 ASSETS = load_assets_from_modules(STAGES)
 
@@ -134,7 +134,7 @@ def test_sensor_builds_three_releases_on_one_instance_and_the_diff_names_the_cha
         releases.append(new.release)
         assert dagster_instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME) == releases
 
-        diff = pq.read_table(tmp_path / "data" / "release_diff" / f"{new.release}.parquet").to_pylist()
+        diff = stored_table("release_diff", new.release, tmp_path / "data").read().to_pylist()
         expected = expected_diff(old, new)
         assert expected["added"] and expected["removed"]  # the world did change
         assert {r["qid"] for r in diff if r["change"] == "added"} == expected["added"]

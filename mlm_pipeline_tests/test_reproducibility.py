@@ -19,7 +19,9 @@ from mlm_pipeline import checks
 from mlm_pipeline.definitions import STAGES
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.run_profiles import run_config_for
+from mlm_pipeline.shards import release_folder
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
 
@@ -34,7 +36,7 @@ def asset_names() -> list[str]:
 
 @dataclass
 class Build:
-    hashes: dict[str, str]  # asset -> sha256 of its stored Parquet file
+    hashes: dict[str, str]  # asset -> sha256 of its stored shards (and "blobs": of the image bytes)
     metadata: dict[str, dict]  # asset -> materialisation metadata
     failed_checks: list[str]
     checks_run: int
@@ -65,8 +67,12 @@ def build_release(base: Path, release: str) -> Build:
         }
     hashes = {}
     for name in asset_names():
-        path = data / name / f"{release}.parquet"
-        hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        for path in sorted(release_folder(data, name, release).iterdir()):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        hashes[name] = digest.hexdigest()
+    blobs = sorted(BlobStore.of_release(data, release).root.glob("*/*"))
+    hashes["blobs"] = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in blobs)).hexdigest()
     return Build(
         hashes,
         metadata,
@@ -87,7 +93,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Build, Build]:
 
 def test_rematerialising_a_release_gives_byte_identical_parquet(builds: tuple[Build, Build]) -> None:
     first, second = builds
-    assert sorted(first.hashes) == asset_names()
+    assert sorted(first.hashes) == sorted([*asset_names(), "blobs"])
     differing = sorted(name for name in first.hashes if first.hashes[name] != second.hashes[name])
     assert differing == []
 

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from dagster import AssetsDefinition, DagsterInstance, asset, materialize
@@ -23,6 +22,7 @@ from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline_tests.test_model import load, synthetic_tables
+from mlm_pipeline.shards import stored_table
 
 FAST = TrainSettings(epochs=4, batch_size=32, lr=3e-3, emb_dim=32, seed=7)
 RELEASE = "2026-01-05"
@@ -130,11 +130,11 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
     )
     assert result.success
     root = tmp_path / "data"
-    curve = pq.read_table(root / "model_multitask_mlm_irle" / f"{RELEASE}.parquet")
+    curve = stored_table("model_multitask_mlm_irle", RELEASE, root).read()
     assert curve.schema == schemas.LEARNING_CURVE and curve.column("epoch").to_pylist() == [1, 2, 3]
     assert curve.column("best").to_pylist().count(True) == 1
     assert (root / curve.column("checkpoint")[0].as_py()).exists()
-    ir_curve = pq.read_table(root / "model_ir_mlm_irle" / f"{RELEASE}.parquet")
+    ir_curve = stored_table("model_ir_mlm_irle", RELEASE, root).read()
     assert ir_curve.column("train_location_image").null_count == 3
     assert set(ir_curve.column("weight_retrieval").to_pylist()) == {1.0}
 
@@ -143,7 +143,7 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
     assert materialisation.metadata["dropouts"].value == {"no_image_features": 1}
     assert f"| {lost} | no_image_features |" in materialisation.metadata["dropout_examples"].value
 
-    retrieval = pq.read_table(root / "retrieval_results" / f"{RELEASE}.parquet")
+    retrieval = stored_table("retrieval_results", RELEASE, root).read()
     assert retrieval.schema == schemas.RETRIEVAL_RESULTS and retrieval.num_rows == 12  # 2 versions x 3 systems x 2
     n_test = len(load(tables, n_cells=6).splits["test"])
     assert set(retrieval.column("n_test").to_pylist()) == {n_test}
@@ -151,7 +151,7 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
     assert set(retrieval.column("n_subsets").to_pylist()) == {10}
     for row in retrieval.to_pylist():
         assert 1 <= row["medr"] <= n_test and 0 <= row["r1"] <= row["r5"] <= row["r10"] <= 1
-    location = pq.read_table(root / "location_results" / f"{RELEASE}.parquet")
+    location = stored_table("location_results", RELEASE, root).read()
     assert location.schema == schemas.LOCATION_RESULTS and location.num_rows == 12
     for row in location.to_pylist():
         assert row["within_1km"] <= row["within_25km"] <= row["within_200km"] <= row["within_750km"] <= row["within_2500km"]
@@ -169,7 +169,7 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
 
     again = _run(dagster_instance, tmp_path, [training.model_assets[0]], sources, {"model_multitask_mlm_irle": {"config": TINY}})
     assert again.success
-    assert pq.read_table(root / "model_multitask_mlm_irle" / f"{RELEASE}.parquet").equals(curve)
+    assert stored_table("model_multitask_mlm_irle", RELEASE, root).read().equals(curve)
 
 
 def test_too_many_test_items_fail_before_any_training(dagster_instance: DagsterInstance, tmp_path: Path) -> None:

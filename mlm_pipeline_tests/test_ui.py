@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -32,6 +31,7 @@ from playwright.sync_api import sync_playwright
 from mlm_pipeline.definitions import defs
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
+from mlm_pipeline.shards import stored_table
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -230,7 +230,7 @@ def test_ui_materialises_the_tiny_release_and_shows_table_2(tmp_path: Path) -> N
             assert status == "Success", f"run {run_url} ended as {status}; dagster dev log: {log}"
 
             # Table 2 and the row count, as the asset page shows them, against the stored table.
-            stats = pq.read_table(home / "mlm_data" / "dataset_stats" / f"{release}.parquet")
+            stats = stored_table("dataset_stats", release, home / "mlm_data").read()
             entities = next(row for row in stats.to_pylist() if row["measure"] == "entities")
             page.goto(f"{url}/assets/dataset_stats?partition={release}&view=partitions")
             row = "\t".join(["entities", *(f"{entities[v]:,}" for v in ("mlm", "mlm_irle", "mlm_irle_gr"))])

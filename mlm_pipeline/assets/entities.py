@@ -5,10 +5,11 @@ from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, multi_asset
 from pydantic import Field
 
 from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
+from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline import pools, schemas
 from mlm_pipeline.config_rules import LanguageCodes, PropertyIds
 from mlm_pipeline.partitions import release_partitions
@@ -53,20 +54,17 @@ def reasons_markdown(counts: Counter, candidates: int) -> str:
 
 
 @multi_asset(
-    outs={
-        "entities": AssetOut(
-            description="Settlements with coordinates on Earth, at least one image and an article in "
-            "one of the configured languages (schemas.ENTITIES)."
-        ),
-        "entity_dropouts": AssetOut(
-            description="Every candidate that is not an entity, with the first constraint it fails "
-            "(schemas.DROPOUTS, stage 'entities')."
-        ),
-    },
+    outs=outs(
+        entities="Settlements with coordinates on Earth, at least one image and an article in "
+        "one of the configured languages (schemas.ENTITIES).",
+        entity_dropouts="Every candidate that is not an entity, with the first constraint it fails "
+        "(schemas.DROPOUTS, stage 'entities').",
+    ),
     ins={"settlement_classes": AssetIn()},
     partitions_def=release_partitions,
     code_version="1",
     pool=pools.WIKIDATA_QUERY,
+    can_subset=True,
 )
 def entities(
     context: AssetExecutionContext,
@@ -94,24 +92,26 @@ def entities(
         source=wikimedia, endpoints=endpoints, dataset_version=version, release=context.partition_key, config=config
     )
     kept = extraction.entities.num_rows
-    yield Output(
-        extraction.entities,
-        output_name="entities",
-        metadata={
-            **common,
-            "candidates": MetadataValue.int(candidates),
-            "entities": MetadataValue.int(kept),
-            "dropouts": MetadataValue.int(dropouts.num_rows),
-            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, candidates)),
-            "queries_per_1000_entities": MetadataValue.float(round(1000 * client.stats.queries / max(kept, 1), 2)),
-            **query_metadata(client.stats),
-        },
-    )
-    yield Output(
-        dropouts,
-        output_name="entity_dropouts",
-        metadata={
-            **common,
-            "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, candidates)),
-        },
-    )
+    if selected(context, "entities"):
+        yield Output(
+            extraction.entities,
+            output_name="entities",
+            metadata={
+                **common,
+                "candidates": MetadataValue.int(candidates),
+                "entities": MetadataValue.int(kept),
+                "dropouts": MetadataValue.int(dropouts.num_rows),
+                "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, candidates)),
+                "queries_per_1000_entities": MetadataValue.float(round(1000 * client.stats.queries / max(kept, 1), 2)),
+                **query_metadata(client.stats),
+            },
+        )
+    if selected(context, "entity_dropouts"):
+        yield Output(
+            dropouts,
+            output_name="entity_dropouts",
+            metadata={
+                **common,
+                "dropouts_by_reason": MetadataValue.md(reasons_markdown(counts, candidates)),
+            },
+        )

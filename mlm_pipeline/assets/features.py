@@ -10,10 +10,11 @@ from collections import Counter
 from typing import TYPE_CHECKING, Iterator
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset, multi_asset
 from pydantic import Field
 
-from mlm_pipeline import pools
+from mlm_pipeline import pools, sql
+from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.config_rules import Device, ExistingPath
 from mlm_pipeline.encoders.settings import (
     MAX_CHUNK_CHARS,
@@ -25,6 +26,8 @@ from mlm_pipeline.encoders.settings import (
 )
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import provenance
+from mlm_pipeline.shards import StoredTable
+from mlm_pipeline.storage import StorageResource
 
 # The encoders (torch, transformers) are imported inside the functions that run them: every step
 # process of a run imports the code location, and those imports would cost each one seconds.
@@ -76,69 +79,77 @@ class TextFeaturesConfig(Config):
 
 
 @multi_asset(
-    outs={
-        "image_features": AssetOut(
-            description="4096-d image descriptors (scene + geolocation slots, 2048 each: the paper's Places365 "
-            "and GeoEstimation ResNets from their checkpoints, or offline the packaged EfficientNet-Lite0 and an "
-            "empty slot) for every image of MLM-irle's entities (schemas.IMAGE_FEATURES)."
-        ),
-        "image_feature_dropouts": AssetOut(
-            description="Images that would not decode here, with the decoder's error (schemas.DROPOUTS)."
-        ),
-    },
+    outs=outs(
+        image_features="4096-d image descriptors (scene + geolocation slots, 2048 each: the paper's Places365 "
+        "and GeoEstimation ResNets from their checkpoints, or offline the packaged EfficientNet-Lite0 and an "
+        "empty slot) for every image of MLM-irle's entities (schemas.IMAGE_FEATURES).",
+        image_feature_dropouts="Images that would not decode here, with the decoder's error (schemas.DROPOUTS).",
+    ),
     ins={"images_filtered": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
+    code_version="3",
     pool=pools.COMPUTE,
+    can_subset=True,
 )
 def image_features(
-    context: AssetExecutionContext, config: ImageFeaturesConfig, images_filtered: pa.Table, mlm_irle: pa.Table
+    context: AssetExecutionContext,
+    config: ImageFeaturesConfig,
+    storage: StorageResource,
+    images_filtered: StoredTable,
+    mlm_irle: StoredTable,
 ) -> Iterator[Output]:
     from mlm_pipeline.encoders.device import device_label, resolve_device
     from mlm_pipeline.encoders.image import build_image_encoder
-    from mlm_pipeline.encoders.tables import image_feature_table
+    from mlm_pipeline.encoders.tables import image_feature_stream
 
     device = resolve_device(config.device)
     encoder = build_image_encoder(config.branches())
     described = encoder.describe()
     context.log.info(f"image encoder on {device_label(device)}: {described}")
-    result = image_feature_table(
-        images_filtered,
-        mlm_irle,
-        encoder,
-        device=device,
-        batch_size=config.batch_size,
-        workers=config.decode_workers,
-        log=context.log.info,
-    )
-    rows = result.table.num_rows
     common = provenance(release=context.partition_key, config=config)
-    yield Output(
-        result.table,
-        output_name="image_features",
-        metadata={
+    with sql.connect(storage.spill()) as con:
+        sql.register(con, images_filtered=images_filtered, version=mlm_irle)
+        stream, stats = image_feature_stream(
+            con,
+            storage.blobs(context.partition_key).get,
+            encoder,
+            device=device,
+            batch_size=config.batch_size,
+            workers=config.decode_workers,
+            log=context.log.info,
+        )
+        stream.summary = lambda: {
+            "rows": MetadataValue.int(stats.rows),
+            "seconds": MetadataValue.float(round(stats.seconds, 2)),
+            "images_per_second": MetadataValue.float(round(stats.rows / max(stats.seconds, 1e-9), 1)),
+            "undecodable": MetadataValue.int(len(stats.dropouts)),
+        }
+
+        metadata = {
             **common,
-            "rows": MetadataValue.int(rows),
             "dims": MetadataValue.int(described["dims"]),
             "pretrained": MetadataValue.bool(described["pretrained"]),
             "encoders": MetadataValue.json(described["branches"]),
             "device": MetadataValue.text(device_label(device)),
-            "seconds": MetadataValue.float(round(result.seconds, 2)),
-            "images_per_second": MetadataValue.float(round(rows / max(result.seconds, 1e-9), 1)),
-            "undecodable": MetadataValue.int(result.dropouts.num_rows),
-        },
-    )
-    reasons = Counter(result.dropouts.column("reason").to_pylist())
-    yield Output(result.dropouts, output_name="image_feature_dropouts", metadata={**common, "by_reason": MetadataValue.json(dict(reasons))})
+        }
+        if selected(context, "image_features"):
+            yield Output(stream, output_name="image_features", metadata=metadata)
+        else:  # the dropouts are what encoding leaves out, so the images are encoded either way
+            for _ in stream.batches:
+                pass
+    if selected(context, "image_feature_dropouts"):
+        dropouts = stats.dropout_table()
+        reasons = Counter(dropouts.column("reason").to_pylist())
+        yield Output(dropouts, output_name="image_feature_dropouts",
+                     metadata={**common, "by_reason": MetadataValue.json(dict(reasons))})
 
 
-def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, encoder: "TextEncoder", table: pa.Table) -> dict:
+def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, encoder: "TextEncoder") -> dict:
     from mlm_pipeline.encoders.device import device_label
 
     described = encoder.describe()
     return {
         **provenance(release=context.partition_key, config=config),
-        "rows": MetadataValue.int(table.num_rows),
         "dims": MetadataValue.int(encoder.dim),
         "encoder": MetadataValue.text(described["encoder"]),
         "pretrained": MetadataValue.bool(described["pretrained"]),
@@ -150,37 +161,49 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
 @asset(
     ins={"summaries": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
+    code_version="3",
     pool=pools.COMPUTE,
     description="One vector per summary (entity, language) of MLM-irle: 500-character chunks on word "
     "boundaries, token vectors mean-pooled per chunk, chunk vectors averaged.",
 )
 def text_features(
-    context: AssetExecutionContext, config: TextFeaturesConfig, summaries: pa.Table, mlm_irle: pa.Table
-) -> Output[pa.Table]:
+    context: AssetExecutionContext,
+    config: TextFeaturesConfig,
+    storage: StorageResource,
+    summaries: StoredTable,
+    mlm_irle: StoredTable,
+) -> Iterator[Output]:
     from mlm_pipeline.encoders.device import device_label
-    from mlm_pipeline.encoders.tables import text_feature_table
+    from mlm_pipeline.encoders.tables import text_feature_stream
 
     encoder = config.encoder()
     context.log.info(f"text encoder on {device_label(encoder.device)}: {encoder.describe()}")
-    table = text_feature_table(summaries, mlm_irle, encoder, log=context.log.info)
-    return Output(table, metadata=_text_metadata(context, config, encoder, table))
+    with sql.connect(storage.spill()) as con:
+        sql.register(con, summaries=summaries, version=mlm_irle)
+        stream = text_feature_stream(con, encoder, log=context.log.info)
+        yield Output(stream, metadata=_text_metadata(context, config, encoder))
 
 
 @asset(
     ins={"entities": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
+    code_version="3",
     pool=pools.COMPUTE,
     description="One vector per triple class of MLM-irle's entities: its English label through the text encoder.",
 )
 def class_features(
-    context: AssetExecutionContext, config: TextFeaturesConfig, entities: pa.Table, mlm_irle: pa.Table
+    context: AssetExecutionContext,
+    config: TextFeaturesConfig,
+    storage: StorageResource,
+    entities: StoredTable,
+    mlm_irle: StoredTable,
 ) -> Output[pa.Table]:
     from mlm_pipeline.encoders.tables import class_feature_table
 
     encoder = config.encoder()
-    table = class_feature_table(entities, mlm_irle, encoder, log=context.log.info)
+    with sql.connect(storage.spill()) as con:
+        sql.register(con, entities=entities, version=mlm_irle)
+        table = class_feature_table(con, encoder, log=context.log.info)
     unlabelled = sum(1 for label in table.column("label").to_pylist() if not label)
-    metadata = _text_metadata(context, config, encoder, table)
+    metadata = _text_metadata(context, config, encoder)
     return Output(table, metadata={**metadata, "classes_without_label": MetadataValue.int(unlabelled)})
