@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import uuid
 from pathlib import Path
 
 import duckdb
 
 from mlm_pipeline.blobs import BLOBS
 from mlm_pipeline.sql import quoted
-from mlm_pipeline.shards import INCOMING, RELEASE_FOLDER, storage_guard
+from mlm_pipeline.shards import INCOMING, RELEASE_FOLDER, scratch_tag, storage_guard
 
 CATALOG = "mlm.duckdb"
 
@@ -47,7 +46,7 @@ def refresh_catalog(root: Path) -> Path:
         scratch.mkdir(parents=True, exist_ok=True)
         with open(scratch / "catalog.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            tmp = scratch / f"catalog-{uuid.uuid4().hex[:12]}.duckdb"
+            tmp = scratch / f"catalog-{scratch_tag()}.duckdb"
             try:
                 with duckdb.connect(str(tmp)) as con:
                     for asset in stored_assets(root):

@@ -3,7 +3,8 @@
 ``release`` prints the release key the configured source serves; ``register`` adds it to the
 Dagster instance (a fresh instance rejects unknown dynamic partition keys); ``main`` does both
 and materialises every asset for that release with ``dagster asset materialize``; ``serve``
-runs the search page and API over a built release (mlm_pipeline/serve.py). A bad source
+runs the search page and API over a built release (mlm_pipeline/serve.py); ``catalog`` writes
+the DuckDB catalog of every stored asset again (after the data directory moved). A bad source
 setting, run config value or release key is refused before anything is asked of the source,
 with one line per problem on stderr and exit status 2.
 """
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlm-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("release", help="print the release key of the configured source")
+    commands.add_parser("catalog", help="write mlm.duckdb, the DuckDB views of every stored asset, again")
     reg = commands.add_parser("register", help="add a release key to the Dagster instance")
     reg.add_argument("--release", help="key to add (default: the one the source serves)")
     reg.add_argument("--force", action="store_true", help="register --release even if the source does not serve it")
@@ -164,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "catalog":
+        from mlm_pipeline.catalog import refresh_catalog
+        from mlm_pipeline.shards import default_data_dir
+
+        print(refresh_catalog(default_data_dir()))
+        return 0
     if args.command == "release":
         print(served_release())
         return 0

@@ -24,7 +24,7 @@ import errno
 import os
 import shutil
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -78,6 +78,34 @@ def storage_guard(path: Path, doing: str) -> Iterator[None]:
             f"cannot {doing} {path}: {cause} ({error.strerror}); nothing stored before was changed; "
             f"free space or fix permissions there (or point MLM_DATA_DIR elsewhere) and run again"
         ) from error
+
+
+def scratch_tag() -> str:
+    """Ends a scratch name: the writing process and a random part (``p<pid>-<hex>``)."""
+    return f"p{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def sweep_scratch(scratch_root: Path) -> None:
+    """Removes what killed writers left in the scratch folder (their process is gone), so a
+    table abandoned half-way costs no disk once the next table is written."""
+    for entry in scratch_root.glob("*-p*-*"):
+        pid = entry.name.rsplit("-", 2)[-2].removeprefix("p")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:
@@ -149,7 +177,8 @@ class ShardWriter:
         self.folder = folder
         self.schema = schema.remove_metadata()
         self.group_rows = rows_per_group(self.schema)
-        self.scratch = scratch_root / f"{folder.parent.name}-{folder.name}-{uuid.uuid4().hex[:12]}"
+        sweep_scratch(scratch_root)
+        self.scratch = scratch_root / f"{folder.parent.name}-{folder.name}-{scratch_tag()}"
         with storage_guard(self.scratch, "create"):
             self.scratch.mkdir(parents=True)
         self._pending: list[pa.RecordBatch] = []
@@ -229,8 +258,10 @@ class ShardWriter:
         return Written(self.folder, self.rows, size, self.shards)
 
     def abort(self) -> None:
+        """Drops the scratch folder; what was stored before stays as it was."""
         if self._file is not None:
-            self._file.close()
+            with suppress(OSError):  # the disk that refused the shard may refuse its last bytes too
+                self._file.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 

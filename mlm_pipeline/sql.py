@@ -9,16 +9,14 @@ views: stored tables (read where they lie) or Arrow tables (tests, small compute
 
 from __future__ import annotations
 
-import os
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
 
-from mlm_pipeline.shards import StoredTable, TableStream
+from mlm_pipeline.shards import StoredTable, TableStream, scratch_tag
 
 MEMORY_LIMIT = "512MB"
 """DuckDB's budget per connection; beyond it joins and sorts spill to the temp folder."""
@@ -31,7 +29,7 @@ def connect(spill_dir: Path | None = None, memory_limit: str = MEMORY_LIMIT) -> 
     """An in-memory DuckDB that spills into a folder of its own under ``spill_dir`` (default:
     the system's temp folder); DuckDB creates that folder when it first spills and removes it
     when the connection closes."""
-    spill = (Path(spill_dir) if spill_dir else Path(tempfile.gettempdir())) / f"duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    spill = (Path(spill_dir) if spill_dir else Path(tempfile.gettempdir())) / f"duckdb-{scratch_tag()}"
     return duckdb.connect(
         config={"memory_limit": memory_limit, "temp_directory": str(spill), "preserve_insertion_order": True}
     )

@@ -5,6 +5,9 @@ releases too, the sensor stays quiet afterwards, and the release's diff names wh
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+
+import duckdb
 
 import pytest
 from dagster import (
@@ -16,14 +19,15 @@ from dagster import (
 )
 
 from mlm_pipeline import checks, ops
+from mlm_pipeline.catalog import CATALOG
 from mlm_pipeline.definitions import STAGES, mlm_job
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.resources import ConfigError, WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
+from mlm_pipeline.shards import stored_table
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World, WorldSpec, build_world
-from mlm_pipeline.shards import stored_table
 
 ASSETS = load_assets_from_modules(STAGES)
 
@@ -155,6 +159,16 @@ def test_sensor_builds_three_releases_on_one_instance_and_the_diff_names_the_cha
         again = tick(dagster_instance, defs, cursor=old.dataset_version)
         assert not again.run_requests and "already registered" in again.skip_message
     assert changed_fields == {"coordinates", "classes", "images"}  # every kind of edit was seen
+
+    # Every asset of every release can be queried with DuckDB through the catalog the runs kept.
+    with duckdb.connect(str(tmp_path / "data" / CATALOG), read_only=True) as con:
+        views = {name for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert views == {key.to_user_string() for key in defs_v1.resolve_asset_graph().get_all_asset_keys()}
+        counts = dict(con.execute("SELECT release, count(*) FROM entities GROUP BY release").fetchall())
+        assert counts == {world.release: len(world.truth.entities) for world in worlds}
+        paths = con.execute("SELECT image_path(release, sha256) FROM images_filtered").fetchall()
+        assert len(paths) == sum(stored_table("images_filtered", r, data).num_rows for r in releases)
+        assert all(Path(path).is_file() for (path,) in paths)
 
 
 def test_schedule_registers_the_release_itself_and_then_skips(tmp_path, dagster_instance) -> None:
