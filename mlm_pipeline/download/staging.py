@@ -22,8 +22,8 @@ from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 import duckdb
 import pyarrow as pa
 
-from mlm_pipeline.download.progress import Progress
 from mlm_pipeline import sql
+from mlm_pipeline.download.progress import Progress
 from mlm_pipeline.shards import write_parquet
 from mlm_pipeline.resources import ConfigError
 

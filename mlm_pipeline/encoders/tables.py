@@ -30,7 +30,7 @@ from mlm_pipeline.shards import TableStream
 
 Log = Callable[[str], None]
 IMAGES_PER_ROUND = 1024
-TEXTS_PER_ROUND = 4096
+TEXTS_PER_ROUND = 2048
 IN_VERSION = "SEMI JOIN (SELECT qid FROM version) USING (qid)"
 
 
