@@ -215,7 +215,7 @@ def measure(args: argparse.Namespace, size: str, data: Path) -> None:
             raise SystemExit(register.stderr)
         stages = [s for s in DATASET_STAGES if not args.stages or s in args.stages]
         for stage in stages:
-            if args.resume and entry["stages"].get(stage, {}).get("ok"):
+            if args.resume and not args.stages and entry["stages"].get(stage, {}).get("ok"):
                 continue
             figures = run_process([sys.executable, __file__, "stage", stage, "--release", release], env,
                                   logs / f"{stage}.log")
@@ -341,7 +341,8 @@ def main() -> None:
     go.add_argument("--results", default="scale-results.json")
     go.add_argument("--features-sample", type=int, default=2000, help="MLM-irle entities the feature stages encode")
     go.add_argument("--stages", nargs="*", help="only these stages (default: all)")
-    go.add_argument("--resume", action="store_true", help="continue in --data, skipping stages that succeeded")
+    go.add_argument("--resume", action="store_true",
+                    help="continue in --data, skipping stages that succeeded (unless named in --stages)")
     show = commands.add_parser("report", help="print the table of every measured size and label")
     show.add_argument("--results", default="scale-results.json")
     one = commands.add_parser("stage", help=argparse.SUPPRESS)

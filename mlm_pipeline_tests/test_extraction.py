@@ -142,9 +142,9 @@ def test_other_configurations_equal_the_truth(tiny_served: Served, image_props, 
     assert {d["qid"]: d["reason"] for d in extraction.dropouts.to_pylist()} == truth.dropouts
 
 
-def test_the_result_does_not_depend_on_page_or_batch_size(tiny_served: Served, default_run) -> None:
+def test_the_result_does_not_depend_on_page_batch_or_round_size(tiny_served: Served, default_run) -> None:
     classes, extraction, stats = default_run
-    small = ExtractionSettings(page_size=7, batch_size=100, class_batch=4)
+    small = ExtractionSettings(page_size=7, batch_size=100, class_batch=4, candidates_per_round=50)
     classes_small, extraction_small, stats_small = run(tiny_served.sparql_url, small)
     assert classes_small.equals(classes)
     assert extraction_small.entities.equals(extraction.entities)

@@ -10,6 +10,12 @@ entity costs a round trip per entity instead.
 
 Which constraint an entity fails first decides its dropout reason, so the stage order is the
 reason order: ``no_coordinates``, ``not_on_earth``, ``no_image``, ``no_article``.
+
+Candidates go through the stages in rounds (25,000 by default, in QID order), each
+round's facts turned into Arrow rows before the next round starts: what a round learns about
+its candidates, as Python objects, is all the memory extraction holds besides the finished rows,
+however many candidates the graph has. A round costs at most one part-filled ``VALUES`` batch
+more per stage than one pass over all candidates would.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class ExtractionSettings:
     page_size: int = 10_000  # rows per answer at most
     batch_size: int = 1_000  # candidates per VALUES block
     class_batch: int = 50  # classes per candidate listing
+    candidates_per_round: int = 25_000  # candidates whose facts are held at once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "languages", tuple(check_languages("languages", list(self.languages), LABEL_LANGUAGES)))
@@ -75,6 +82,7 @@ class ExtractionSettings:
         check_int("page_size", self.page_size, 1, 100_000)
         check_int("batch_size", self.batch_size, 1, 5_000)
         check_int("class_batch", self.class_batch, 1, 5_000)
+        check_int("candidates_per_round", self.candidates_per_round, 1, 10_000_000)
 
 
 WIKIBASE = "http://wikiba.se/ontology#"
@@ -203,13 +211,19 @@ class Extraction:
 
 
 class _Run:
-    """One extraction: the candidates' facts, filled in stage by stage."""
+    """One round of an extraction: its candidates' facts, filled in stage by stage."""
 
-    def __init__(self, client: SparqlClient, settings: ExtractionSettings, log: logging.Logger | logging.LoggerAdapter):
+    def __init__(
+        self,
+        client: SparqlClient,
+        settings: ExtractionSettings,
+        log: logging.Logger | logging.LoggerAdapter,
+        candidates: Sequence[str],
+    ):
         self.client = client
         self.settings = settings
         self.log = log
-        self.facts: dict[str, Facts] = {}
+        self.facts: dict[str, Facts] = {qid: Facts() for qid in candidates}
         self.dropouts: list[Dropout] = []
 
     def lookup(self, what: str, keys: list[str], build: Callable[..., Query]) -> Iterable[Row]:
@@ -304,36 +318,33 @@ def extract_entities(
     """
     log = log or logging.getLogger(__name__)
     classes = sorted({check_qid("classes", c) for c in classes})
-    run = _Run(client, settings, log)
     progress = Progress(log, "candidates")
-    for qid in iter_candidates(client, classes, settings.class_batch, settings.page_size, progress):
-        run.facts.setdefault(qid, Facts())
+    candidates = sorted(set(iter_candidates(client, classes, settings.class_batch, settings.page_size, progress)))
     progress.finish()
-    candidates = sorted(run.facts)
     log.info("%d candidates among the instances of %d classes", len(candidates), len(classes))
 
-    kept = run.coordinates(candidates)
-    kept = run.images(kept)
-    kept = run.articles(kept)
-    run.details(kept)
-
     labels = dict(class_labels or {})
-    missing = sorted({c for q in kept for c in run.facts[q].classes} - set(labels))
-    labels.update(english_labels(client, missing, settings.batch_size, settings.page_size))
-    rows = [entity_row(qid, run.facts[qid], settings, labels) for qid in kept]
-    entities = pa.Table.from_pylist(rows, schema=schemas.ENTITIES)
-    dropouts = pa.Table.from_pylist(
-        [{"qid": d.qid, "item": "", "stage": STAGE, "reason": d.reason, "detail": d.detail} for d in run.dropouts],
-        schema=schemas.DROPOUTS,
-    )
-    log.info(
-        "%d entities kept of %d candidates; dropped: %s",
-        len(rows),
-        len(candidates),
-        dict(Counter(d.reason for d in run.dropouts)),
-    )
+    entities, dropouts, reasons = [], [], Counter()
+    for start in range(0, len(candidates), settings.candidates_per_round):
+        round_candidates = candidates[start : start + settings.candidates_per_round]
+        run = _Run(client, settings, log, round_candidates)
+        kept = run.coordinates(round_candidates)
+        kept = run.images(kept)
+        kept = run.articles(kept)
+        run.details(kept)
+        missing = sorted({c for q in kept for c in run.facts[q].classes} - set(labels))
+        labels.update(english_labels(client, missing, settings.batch_size, settings.page_size))
+        rows = [entity_row(qid, run.facts[qid], settings, labels) for qid in kept]
+        entities.append(pa.Table.from_pylist(rows, schema=schemas.ENTITIES))
+        dropouts.append(pa.Table.from_pylist(
+            [{"qid": d.qid, "item": "", "stage": STAGE, "reason": d.reason, "detail": d.detail} for d in run.dropouts],
+            schema=schemas.DROPOUTS,
+        ))
+        reasons.update(d.reason for d in run.dropouts)
+    kept_rows = sum(t.num_rows for t in entities)
+    log.info("%d entities kept of %d candidates; dropped: %s", kept_rows, len(candidates), dict(reasons))
     return Extraction(
-        entities=schemas.sort_table(entities, "entities"),
-        dropouts=schemas.sort_table(dropouts, "entity_dropouts"),
+        entities=schemas.sort_table(pa.concat_tables([schemas.ENTITIES.empty_table(), *entities]), "entities"),
+        dropouts=schemas.sort_table(pa.concat_tables([schemas.DROPOUTS.empty_table(), *dropouts]), "entity_dropouts"),
         candidates=len(candidates),
     )
