@@ -155,11 +155,12 @@ def sample_release(data: Path, sample: Path, release: str, entities: int) -> tup
 
 
 def features(stage: str, data: Path, release: str, entities: int, env: dict[str, str], logs: Path) -> dict:
-    """A feature stage on two samples of MLM-irle (half and all of ``entities``), over the
+    """A feature stage on two samples of MLM-irle (a quarter and all of ``entities``), over the
     full-size inputs; its time for every row is extrapolated from the two, a fixed start-up
-    cost plus a cost per row."""
+    cost plus a cost per row (so the samples must be large enough for their difference to
+    stand out of the machine's noise)."""
     runs = []
-    for share in (entities // 2, entities):
+    for share in (entities // 4, entities):
         sample = data.with_name(f"{data.name}.features-{share}")
         shutil.rmtree(sample, ignore_errors=True)
         taken, total = sample_release(data, sample, release, share)
@@ -288,42 +289,44 @@ def report(args: argparse.Namespace) -> None:
     for label, by_size in results.items():
         sizes = [s for s in SIZES if s in by_size] + [s for s in by_size if s not in SIZES]
         print(f"\n== {label}: " + ", ".join(f"{s} (release {by_size[s].get('release')})" for s in sizes))
-        header = "".join(f"{s:>22}" for s in sizes)
-        print(f"{'stage':<20}{header}   growth of s / of RSS")
+        header = "".join(f"{s:>28}" for s in sizes)
+        print(f"{'stage':<20}{header}   growth of wall s / of RSS")
         for name in (*DATASET_STAGES, *FEATURE_STAGES):
             cells, seconds, rss = [], [], []
             for size in sizes:
                 figures = by_size[size]["stages"].get(name)
                 if figures is None:
-                    cells.append(f"{'-':>22}")
+                    cells.append("-".rjust(28))
                     seconds.append(None)
                     rss.append(None)
                     continue
                 time_s = figures.get("extrapolated_seconds", figures["seconds"])
                 mark = "~" if "extrapolated_seconds" in figures else " "
                 fail = "" if figures["ok"] else "!"
-                cells.append(f"{mark}{time_s:>9.0f} s {figures['peak_rss_mib']:>6.0f} MiB{fail}")
+                cell = f"{mark}{time_s:.0f} s {figures['cpu_seconds']:.0f} cpu {figures['peak_rss_mib']:.0f} MiB{fail}"
+                cells.append(cell.rjust(28))
                 seconds.append(time_s)
                 rss.append(figures["peak_rss_mib"])
             print(f"{name:<20}{''.join(cells)}   {growth(seconds)} / {growth(rss)}")
-        print("(~: feature stages run on a sample of MLM-irle's entities over the full-size inputs; the "
-              "seconds are extrapolated to all rows, the RSS is the sample run's. ! failed)")
+        print("(wall seconds, CPU seconds of the process, peak RSS. ~: feature stages run on samples of "
+              "MLM-irle's entities over the full-size inputs; wall seconds extrapolated to all rows, CPU and "
+              "RSS of the larger sample's run. ! failed)")
         print(f"{'load (1-min)':<20}" + "".join(
-            f"{'%.1f-%.1f' % load_range(by_size[s]):>22}" for s in sizes))
+            f"{'%.1f-%.1f' % load_range(by_size[s]):>28}" for s in sizes))
         assets = sorted({a for s in sizes for a in by_size[s].get("bytes", {})})
         print(f"\n{'bytes on disk (MiB)':<20}{header}   growth")
         for asset in assets:
             values = [by_size[s].get("bytes", {}).get(asset) for s in sizes]
-            cells = "".join(f"{v / 2**20:>22.1f}" if v is not None else f"{'-':>22}" for v in values)
+            cells = "".join(f"{v / 2**20:>28.1f}" if v is not None else f"{'-':>28}" for v in values)
             print(f"{asset:<20}{cells}   {growth(values)}")
         for key, title in (("thumbnail_bytes", "thumbnails' bytes"), ("image_bytes_stored", "stored for images")):
             values = [by_size[s].get(key) for s in sizes]
-            print(f"{title:<20}" + "".join(f"{(v or 0) / 2**20:>22.1f}" for v in values) + f"   {growth(values)}")
+            print(f"{title:<20}" + "".join(f"{(v or 0) / 2**20:>28.1f}" for v in values) + f"   {growth(values)}")
         print(f"{'stored / thumbnails':<20}" + "".join(
-            f"{by_size[s].get('image_bytes_stored', 0) / max(by_size[s].get('thumbnail_bytes', 0), 1):>21.2f}x"
+            f"{by_size[s].get('image_bytes_stored', 0) / max(by_size[s].get('thumbnail_bytes', 0), 1):>27.2f}x"
             for s in sizes))
         print(f"{'world server RSS':<20}" + "".join(
-            f"{by_size[s].get('world_server_peak_rss_mib', 0):>18.0f} MiB" for s in sizes) + "   (not a pipeline stage)")
+            f"{by_size[s].get('world_server_peak_rss_mib', 0):>24.0f} MiB" for s in sizes) + "   (not a pipeline stage)")
 
 
 def load_range(entry: dict) -> tuple[float, float]:
@@ -339,7 +342,7 @@ def main() -> None:
     go.add_argument("--data", required=True, help="a folder for the releases' data (one fresh folder per size in it)")
     go.add_argument("--label", default="after", help="results are kept under this label (e.g. before/after)")
     go.add_argument("--results", default="scale-results.json")
-    go.add_argument("--features-sample", type=int, default=2000, help="MLM-irle entities the feature stages encode")
+    go.add_argument("--features-sample", type=int, default=8000, help="MLM-irle entities the feature stages encode")
     go.add_argument("--stages", nargs="*", help="only these stages (default: all)")
     go.add_argument("--resume", action="store_true",
                     help="continue in --data, skipping stages that succeeded (unless named in --stages)")
