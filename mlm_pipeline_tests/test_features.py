@@ -109,8 +109,8 @@ def store_inputs(base: Path, *, broken_images: bool = False) -> dict[str, pa.Tab
         "entities": entities,
         "mlm_irle": version_table(entities),
     }
-    for name, table in tables.items():
-        store_table(base, name, RELEASE, table)
+    for name, table in tables.items():  # sorted by their keys, as the stages store them
+        store_table(base, name, RELEASE, schemas.sort_table(table, {"mlm_irle": "mlm"}.get(name, name)))
     return tables
 
 
@@ -246,3 +246,25 @@ def test_a_configured_transformers_model_uses_all_its_layers_unless_told(tmp_pat
     assert cut.describe()["layers"] == "2 of 6"
     with pytest.raises(TextModelError, match="layers=2 applies to a transformers model_path"):
         features.TextFeaturesConfig(device="cpu", layers=2).encoder()
+
+
+def test_rows_are_read_in_stored_order_in_fixed_rounds_and_disorder_is_refused(tmp_path):
+    from mlm_pipeline.encoders.tables import FeatureInputError, VersionRows
+
+    summaries = schemas.sort_table(summaries_table(), "summaries")
+    version = version_table(entities_table())
+    store_table(tmp_path, "summaries", RELEASE, summaries)
+    store_table(tmp_path, "mlm_irle", RELEASE, version)
+    rows = VersionRows.of(stored_table("summaries", RELEASE, tmp_path), stored_table("mlm_irle", RELEASE, tmp_path),
+                          ("qid", "lang"), "summaries")
+    rounds = list(rows.rounds(["qid", "lang"], 4))
+    kept = [(r["qid"], r["lang"]) for r in summaries.to_pylist() if r["qid"] in IN_VERSION]
+    assert [t.num_rows for t in rounds] == [4] * (len(kept) // 4) + ([len(kept) % 4] if len(kept) % 4 else [])
+    assert [(r["qid"], r["lang"]) for t in rounds for r in t.to_pylist()] == kept == sorted(kept)
+    assert rows.count() == len(kept)
+
+    store_table(tmp_path, "summaries", RELEASE, summaries_table())  # en, de, fr: not in (qid, lang) order
+    shuffled = VersionRows.of(stored_table("summaries", RELEASE, tmp_path),
+                              stored_table("mlm_irle", RELEASE, tmp_path), ("qid", "lang"), "summaries")
+    with pytest.raises(FeatureInputError, match=r"summaries is not stored in qid\+lang order"):
+        list(shuffled.rounds(["qid", "lang", "text"], 4))

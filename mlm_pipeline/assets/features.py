@@ -107,36 +107,34 @@ def image_features(
     described = encoder.describe()
     context.log.info(f"image encoder on {device_label(device)}: {described}")
     common = provenance(release=context.partition_key, config=config)
-    with sql.connect(storage.spill()) as con:
-        sql.register(con, images_filtered=images_filtered, version=mlm_irle)
-        stream, stats = image_feature_stream(
-            con,
-            storage.blobs(context.partition_key).get,
-            encoder,
-            device=device,
-            batch_size=config.batch_size,
-            workers=config.decode_workers,
-            log=context.log.info,
-        )
-        stream.summary = lambda: {
-            "rows": MetadataValue.int(stats.rows),
-            "seconds": MetadataValue.float(round(stats.seconds, 2)),
-            "images_per_second": MetadataValue.float(round(stats.rows / max(stats.seconds, 1e-9), 1)),
-            "undecodable": MetadataValue.int(len(stats.dropouts)),
-        }
-
-        metadata = {
-            **common,
-            "dims": MetadataValue.int(described["dims"]),
-            "pretrained": MetadataValue.bool(described["pretrained"]),
-            "encoders": MetadataValue.json(described["branches"]),
-            "device": MetadataValue.text(device_label(device)),
-        }
-        if selected(context, "image_features"):
-            yield Output(stream, output_name="image_features", metadata=metadata)
-        else:  # the dropouts are what encoding leaves out, so the images are encoded either way
-            for _ in stream.batches:
-                pass
+    stream, stats = image_feature_stream(
+        images_filtered,
+        mlm_irle,
+        storage.blobs(context.partition_key).get,
+        encoder,
+        device=device,
+        batch_size=config.batch_size,
+        workers=config.decode_workers,
+        log=context.log.info,
+    )
+    stream.summary = lambda: {
+        "rows": MetadataValue.int(stats.rows),
+        "seconds": MetadataValue.float(round(stats.seconds, 2)),
+        "images_per_second": MetadataValue.float(round(stats.rows / max(stats.seconds, 1e-9), 1)),
+        "undecodable": MetadataValue.int(len(stats.dropouts)),
+    }
+    metadata = {
+        **common,
+        "dims": MetadataValue.int(described["dims"]),
+        "pretrained": MetadataValue.bool(described["pretrained"]),
+        "encoders": MetadataValue.json(described["branches"]),
+        "device": MetadataValue.text(device_label(device)),
+    }
+    if selected(context, "image_features"):
+        yield Output(stream, output_name="image_features", metadata=metadata)
+    else:  # the dropouts are what encoding leaves out, so the images are encoded either way
+        for _ in stream.batches:
+            pass
     if selected(context, "image_feature_dropouts"):
         dropouts = stats.dropout_table()
         reasons = Counter(dropouts.column("reason").to_pylist())
@@ -167,21 +165,15 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
     "boundaries, token vectors mean-pooled per chunk, chunk vectors averaged.",
 )
 def text_features(
-    context: AssetExecutionContext,
-    config: TextFeaturesConfig,
-    storage: StorageResource,
-    summaries: StoredTable,
-    mlm_irle: StoredTable,
+    context: AssetExecutionContext, config: TextFeaturesConfig, summaries: StoredTable, mlm_irle: StoredTable
 ) -> Iterator[Output]:
     from mlm_pipeline.encoders.device import device_label
     from mlm_pipeline.encoders.tables import text_feature_stream
 
     encoder = config.encoder()
     context.log.info(f"text encoder on {device_label(encoder.device)}: {encoder.describe()}")
-    with sql.connect(storage.spill()) as con:
-        sql.register(con, summaries=summaries, version=mlm_irle)
-        stream = text_feature_stream(con, encoder, log=context.log.info)
-        yield Output(stream, metadata=_text_metadata(context, config, encoder))
+    stream = text_feature_stream(summaries, mlm_irle, encoder, log=context.log.info)
+    yield Output(stream, metadata=_text_metadata(context, config, encoder))
 
 
 @asset(
