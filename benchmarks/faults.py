@@ -29,14 +29,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from mlm_pipeline import schemas
+from mlm_pipeline import schemas, sql
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.download.filtering import filter_images
-from mlm_pipeline.download.images import STAGED_IMAGES, ImagePlan, download_images
+from mlm_pipeline.download.images import STAGED_IMAGES, ImagePlan, download_images, wanted_files
+from mlm_pipeline.download.images import assemble as assemble_images
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
-from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, download_summaries
-from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, download_summaries, wanted_titles
+from mlm_pipeline.download.summaries import assemble as assemble_summaries
 from mlm_pipeline.resources import user_agent
+from mlm_pipeline.shards import write_parquet
 from mlm_pipeline.world import Served, WorldSpec, build_world, running_world
 
 UA = user_agent("https://github.com/mlm-pipeline/mlm-pipeline (fault run)")
@@ -47,22 +50,33 @@ ORIGIN = "http://commons.fault-run.invalid"  # stored URLs must not name the ser
 
 
 def build(served: Served, entities: pa.Table, folder: Path, out: Path) -> dict[str, pa.Table]:
-    """The download stages' tables for ``entities``, resuming from ``folder``; each written to ``out``."""
-    async def go() -> tuple[tuple[pa.Table, pa.Table], tuple[pa.Table, pa.Table]]:
-        async with PoliteSession(Politeness(user_agent=UA)) as session:
-            texts = await download_summaries(entities, served.wikipedia_api, session,
-                                             Staging(folder / "summaries", STAGED_SUMMARIES),
-                                             SummaryPlan(progress_every_s=60.0), logging.info)
-        async with PoliteSession(Politeness(user_agent=UA)) as session:
-            images = await download_images(entities, served.commons_api, served.commons_filepath, session,
-                                           Staging(folder / "images", STAGED_IMAGES),
-                                           ImagePlan(public_origin=ORIGIN, progress_every_s=60.0), logging.info)
-        return texts, images
+    """The download stages' tables for ``entities``, resuming from ``folder`` (staging and the
+    blob store, as the stages keep them); each written to ``out``."""
+    texts, files = Staging(folder / "summaries", STAGED_SUMMARIES), Staging(folder / "images", STAGED_IMAGES)
+    blobs = BlobStore(folder / "blobs")
+    summary_plan = SummaryPlan(progress_every_s=60.0)
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
 
-    (summaries, summary_dropouts), (images, image_failures) = asyncio.run(go())
-    kept, image_dropouts, _ = filter_images(images, ImagePlan().max_pixels)
-    tables = {"summaries": summaries, "summary_dropouts": summary_dropouts, "images": images,
-              "image_failures": image_failures, "images_filtered": kept, "image_dropouts": image_dropouts}
+        async def go() -> None:
+            async with PoliteSession(Politeness(user_agent=UA)) as session:
+                await download_summaries(wanted_titles(con, summary_plan.langs), served.wikipedia_api, session, texts,
+                                         summary_plan, logging.info)
+            async with PoliteSession(Politeness(user_agent=UA)) as session:
+                await download_images(wanted_files(con), served.commons_api, served.commons_filepath, session, files,
+                                      blobs, ImagePlan(public_origin=ORIGIN, progress_every_s=60.0), logging.info)
+
+        asyncio.run(go())
+        summaries, summary_dropouts = assemble_summaries(con, texts, summary_plan.langs)
+        images, image_failures = assemble_images(con, files)
+        tables = {"summaries": sql.table(con, summaries, schemas.SUMMARIES),
+                  "summary_dropouts": sql.table(con, summary_dropouts, schemas.DROPOUTS),
+                  "images": sql.table(con, images, schemas.IMAGES),
+                  "image_failures": sql.table(con, image_failures, schemas.DROPOUTS)}
+        sql.register(con, images=tables["images"])
+        filtered = filter_images(con, blobs.get, ImagePlan().max_pixels)
+        tables["images_filtered"] = sql.table(con, filtered.kept, schemas.IMAGES)
+        tables["image_dropouts"] = sql.table(con, filtered.dropouts, schemas.DROPOUTS)
     for name, table in tables.items():
         write_parquet(table, out / f"{name}.parquet")
     return tables

@@ -83,9 +83,10 @@ def queries(home: str, release: str, n: int) -> tuple[list[str], list[bytes]]:
     with DagsterInstance.from_config(home) as instance, defs.get_asset_value_loader(instance=instance) as loader:
         summaries = loader.load_asset_value("summaries", partition_key=release, input_definition_metadata={"columns": ["text"]})
         images = loader.load_asset_value("images_filtered", partition_key=release,
-                                         input_definition_metadata={"columns": ["content"]})
+                                         input_definition_metadata={"columns": ["sha256"]})
     texts = [t for t in summaries.column("text").to_pylist() if t and t.strip()][:n]
-    contents = images.column("content").to_pylist()[:n]
+    blobs = defs.resources["storage"].blobs(release)
+    contents = [blobs.get(sha256) for sha256 in images.column("sha256").to_pylist()[:n]]
     return [texts[i % len(texts)] for i in range(n)], [contents[i % len(contents)] for i in range(n)]
 
 

@@ -1,6 +1,6 @@
 """What a built release's features carry, each figure beside its baseline from the same run.
 
-Reads a release the pipeline built (``mlm_data/<asset>/<release>.parquet``, as the README's main
+Reads a release the pipeline built (``mlm_data/<asset>/release=<release>/``, as the README's main
 command leaves it) and prints:
 
 - ``probe``: for each visual attribute of the embedded world's scenery (coast, mountains,
@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from mlm_pipeline.encoders.vectors import vector_matrix
@@ -40,11 +39,12 @@ from mlm_pipeline.model.evaluate import location_scores, predict
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.train import load_checkpoint, train
 from mlm_pipeline.run_profiles import QUICK_TRAINING
+from mlm_pipeline.shards import stored_table
 from mlm_pipeline.world import WorldSpec, build_world
 
 
 def read(root: Path, asset: str, release: str) -> pa.Table:
-    return pq.read_table(root / asset / f"{release}.parquet")
+    return stored_table(asset, release, root).read()
 
 
 def probe_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray, steps: int = 300) -> float:

@@ -122,7 +122,8 @@ def build_app(instance: DagsterInstance, release: str | None, limits: QueryLimit
     """The app for a release (the newest indexed one when ``release`` is None)."""
     from mlm_pipeline.definitions import defs
     from mlm_pipeline.search.app import create_app
-    from mlm_pipeline.search.thumbnails import ThumbnailCache, parquet_reader
+    from mlm_pipeline.search.thumbnails import ThumbnailCache, blob_reader
+    from mlm_pipeline.shards import stored_table
 
     key = choose_release(instance, release)
     encode_text, text_described = text_encoder(instance, key)
@@ -130,8 +131,8 @@ def build_app(instance: DagsterInstance, release: str | None, limits: QueryLimit
     loaded, index = load_release(instance, key, {"text": text_described, "image": image_described})
     searcher = Searcher(loaded, index, encode_text, encode_image)
     del index  # the searcher keeps arrays of it
-    images = defs.resources["io_manager"].table_path("images_filtered", key)
-    thumbnails = ThumbnailCache(parquet_reader(images))
+    storage = defs.resources["storage"]
+    thumbnails = ThumbnailCache(blob_reader(stored_table("images_filtered", key, storage.root()), storage.blobs(key)))
 
     def close() -> None:
         thumbnails.close()

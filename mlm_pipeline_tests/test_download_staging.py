@@ -10,7 +10,7 @@ from mlm_pipeline.download.images import STAGED_IMAGES, ImagePlan
 from mlm_pipeline.download.politeness import Politeness
 from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, Staging, pending_keys
 from mlm_pipeline.download.summaries import STAGED_SUMMARIES
-from mlm_pipeline.parquet_io import write_parquet
+from mlm_pipeline.shards import write_parquet
 from mlm_pipeline.world import Served, World, running_world
 from mlm_pipeline_tests.test_download_images import run as run_images
 from mlm_pipeline_tests.test_download_summaries import entities_of, fast_politeness, run, titles_asked

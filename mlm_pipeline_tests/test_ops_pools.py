@@ -20,6 +20,7 @@ from dagster import AssetsDefinition, DagsterInstance, DagsterRunStatus, build_s
 
 from mlm_pipeline import ops, pools
 from mlm_pipeline.definitions import defs
+from mlm_pipeline.shards import stored_table
 from mlm_pipeline.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,8 +169,8 @@ def test_a_run_killed_mid_download_leaves_no_slot_behind(tmp_path: Path, tiny_wo
         assert not instance.event_log_storage.get_concurrency_info(pools.WIKIMEDIA_MEDIA).claimed_slots
     after = staged_image_keys(data)
     assert set(staged) < set(after) and max(after.values()) == 1  # nothing staged was fetched again
-    images = pq.read_table(data / "images" / f"{tiny_world.release}.parquet")
-    failures = pq.read_table(data / "image_failures" / f"{tiny_world.release}.parquet")
+    images = stored_table("images", tiny_world.release, data).read()
+    failures = stored_table("image_failures", tiny_world.release, data).read()
     wanted = {(qid, name) for qid, row in tiny_world.truth.entities.items() for name in row["images"]}
     assert set(zip(images["qid"].to_pylist(), images["file_name"].to_pylist())) | \
         set(zip(failures["qid"].to_pylist(), failures["item"].to_pylist())) == wanted

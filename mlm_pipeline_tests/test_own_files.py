@@ -13,11 +13,11 @@ import zlib
 from pathlib import Path
 from urllib.parse import quote
 
-import pyarrow.parquet as pq
 import pytest
 import requests
 from PIL import Image
 
+from mlm_pipeline.shards import stored_table
 from mlm_pipeline.world import WorldSpec, build_world, rdf, running_world
 from mlm_pipeline.world.own_files import IMAGES_DIR, OwnFilesError, load_own_world
 
@@ -278,12 +278,12 @@ def test_a_small_world_fails_where_its_data_runs_out_and_accounts_for_every_reco
             "in 2 cell(s) of 12, 7. To fix: lower t_min to 7 or less, or add entities") in failed["geo_cells"]
     assert not (data / "geo_cells").exists()
 
-    dropouts = {r["qid"]: r for r in pq.read_table(data / "entity_dropouts" / f"{release}.parquet").to_pylist()}
+    dropouts = {r["qid"]: r for r in stored_table("entity_dropouts", release, data).read().to_pylist()}
     assert dropouts["Q99000010"]["reason"] == "class_outside_closure"
     assert dropouts["Q99000011"]["reason"] == "class_beyond_hops" and "4 hops below Q486972" in dropouts["Q99000011"]["detail"]
-    kept = {r["qid"]: r for r in pq.read_table(data / "entities" / f"{release}.parquet").to_pylist()}
+    kept = {r["qid"]: r for r in stored_table("entities", release, data).read().to_pylist()}
     assert len(kept) + len(dropouts) == 21 and (kept["Q100"]["lat"], kept["Q100"]["lon"]) == (48.8, 2.3)
-    failures = pq.read_table(data / "image_failures" / f"{release}.parquet").to_pylist()
+    failures = stored_table("image_failures", release, data).read().to_pylist()
     assert [(f["qid"], f["item"], f["reason"]) for f in failures] == [("Q101", "Broken.jpg", "http_400")]
     meta = result.asset_materializations_for_node("images")[0].metadata
     assert meta["retries"].value == 0  # refused once, not retried
@@ -292,4 +292,4 @@ def test_a_small_world_fails_where_its_data_runs_out_and_accounts_for_every_reco
     again = materialize(stages, selection=["geo_cells", "entity_cells", "geo_cell_dropouts"], partition_key=release,
                         instance=dagster_instance, resources=resources,
                         run_config={"ops": {"geo_cells": {"config": {"t_min": 7}}}})
-    assert again.success and pq.read_table(data / "geo_cells" / f"{release}.parquet").num_rows == 2
+    assert again.success and stored_table("geo_cells", release, data).read().num_rows == 2

@@ -16,14 +16,15 @@ import torch
 from PIL import Image
 
 from mlm_pipeline import schemas
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.checks import index_complete
 from mlm_pipeline.encoders.vectors import vector_matrix
 from mlm_pipeline.model.networks import MLMNet, ModelShape
-from mlm_pipeline.parquet_io import write_parquet
 from mlm_pipeline.search.engine import Cells, Ranker, Rows
 from mlm_pipeline.search.index import IMAGE, TEXT, ClassVectors, IndexInputError, build_search_index, embed_texts, text_sha256
 from mlm_pipeline.search.queries import QueryError, QueryLimits, check_content_type, check_image, check_text, parse_k
-from mlm_pipeline.search.thumbnails import ThumbnailCache, parquet_reader
+from mlm_pipeline.search.thumbnails import ThumbnailCache, blob_reader
+from mlm_pipeline.shards import store_table, stored_table
 from mlm_pipeline.search.worldmap import cell_polygon, world_svg
 from mlm_pipeline_tests.test_model import synthetic_tables
 
@@ -201,10 +202,12 @@ def test_concurrent_queries_ranked_together_get_what_each_would_get_alone() -> N
 
 def test_thumbnails_of_an_answer_are_read_together_once_and_only_when_asked_for(tmp_path) -> None:
     keys = [(f"Q{i}", f"{i}.png") for i in range(6)]
-    write_parquet(pa.table({"qid": [q for q, _ in keys], "file_name": [f for _, f in keys],
-                            "content": [png(10 + i, 10) for i in range(6)]}), tmp_path / "images.parquet")
+    blobs = BlobStore(tmp_path / "blobs")
+    store_table(tmp_path, "images_filtered", "r1", pa.table({
+        "qid": [q for q, _ in keys], "file_name": [f for _, f in keys],
+        "sha256": [blobs.put(png(10 + i, 10)) for i in range(6)]}))
     reads: list[list[tuple[str, str]]] = []
-    read = parquet_reader(tmp_path / "images.parquet")
+    read = blob_reader(stored_table("images_filtered", "r1", tmp_path), blobs)
 
     def counted(wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
         reads.append(sorted(wanted))

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetSelection, DagsterInstance, load_assets_from_modules, materialize
 from playwright.sync_api import sync_playwright
 
 from mlm_pipeline import checks
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.cli import PROJECT_ROOT
 from mlm_pipeline.definitions import STAGES
 from mlm_pipeline.model.metrics import haversine_km
@@ -42,6 +42,7 @@ from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.serve import build_app, is_loopback
+from mlm_pipeline.shards import stored_table
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World
 from mlm_pipeline_tests.test_ui import CHROMIUM, CHROMIUM_ARGS, free_port, keep, stop_group
@@ -60,7 +61,12 @@ class Served:
     log: Path
 
     def table(self, asset: str, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.data / asset / f"{self.release}.parquet", columns=columns)
+        return stored_table(asset, self.release, self.data).read(columns)
+
+    def images(self, columns: list[str]) -> list[dict[str, Any]]:
+        """Rows of ``images_filtered`` with each image's bytes from the blob store as ``content``."""
+        blobs = BlobStore.of_release(self.data, self.release)
+        return [{**row, "content": blobs.get(row["sha256"])} for row in self.table("images_filtered", [*columns, "sha256"]).to_pylist()]
 
 
 def build_release(home: Path, release: str) -> None:
@@ -171,7 +177,7 @@ def test_queries_are_encoded_as_the_release_encoded_its_features(served: Served,
         texts = {(r["qid"], r["lang"]): r["text"] for r in served.table("summaries").to_pylist()}
         for row in served.table("text_features").slice(0, 3).to_pylist():
             np.testing.assert_allclose(app.searcher.encode_text(texts[row["qid"], row["lang"]]), row["vector"], atol=2e-5)
-        images = {(r["qid"], r["file_name"]): r["content"] for r in served.table("images_filtered", ["qid", "file_name", "content"]).to_pylist()}
+        images = {(r["qid"], r["file_name"]): r["content"] for r in served.images(["qid", "file_name"])}
         for row in served.table("image_features").slice(0, 3).to_pylist():
             np.testing.assert_allclose(app.searcher.encode_image(images[row["qid"], row["file_name"]]), row["vector"], atol=2e-5)
     finally:
@@ -234,7 +240,7 @@ def test_an_answer_has_the_documented_shape(served: Served) -> None:
 
 
 def test_an_image_of_the_release_finds_summaries_and_is_placed_with_its_error(served: Served) -> None:
-    image = served.table("images_filtered", ["qid", "file_name", "format", "content"]).slice(0, 1).to_pylist()[0]
+    image = served.images(["qid", "file_name", "format"])[0]
     status, answer, _ = call(served, "/api/search?k=4", image["content"], "image/jpeg")
     assert status == 200, answer
     query = answer["query"]
@@ -250,7 +256,7 @@ def test_an_image_of_the_release_finds_summaries_and_is_placed_with_its_error(se
     # the thumbnail of a text query's result is the release's image bytes
     first = search_text(served, "Stadt", k=1)["results"][0]
     status, content, headers = call(served, first["image_url"])
-    stored = served.table("images_filtered", ["qid", "file_name", "content"]).to_pylist()
+    stored = served.images(["qid", "file_name"])
     assert status == 200 and headers["content-type"] in {"image/jpeg", "image/png", "image/gif"}
     assert content == next(r["content"] for r in stored if (r["qid"], r["file_name"]) == (first["qid"], first["file_name"]))
     status, page, _ = call(served, first["entity_url"])
@@ -318,7 +324,7 @@ def test_serve_refuses_a_release_without_an_index_and_names_those_with_one(serve
 def test_the_page_finds_images_for_a_text_and_summaries_and_a_place_for_an_image(served: Served, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (mlm_pipeline_tests/run.sh does)")
-    image = served.table("images_filtered", ["qid", "file_name", "content"]).slice(3, 1).to_pylist()[0]
+    image = served.images(["qid", "file_name"])[3]
     upload = tmp_path / "upload.jpg"
     upload.write_bytes(image["content"])
     index = served.table("search_index", ["qid", "label"])

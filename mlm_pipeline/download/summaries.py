@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 import duckdb
 import pyarrow as pa
 
-from mlm_pipeline import schemas
 from mlm_pipeline.download.mediawiki import Answers, query_titles, title_problem
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.progress import Progress

@@ -1,9 +1,10 @@
-"""Image bytes for result thumbnails: read from the release's images on demand, a few at a time.
+"""Image bytes for result thumbnails: read from the release's blob store on demand, a few at a time.
 
-The images asset keeps a release's thumbnails in one Parquet table, which has no random access
-by row: reading one image decompresses the whole column around it. So the images of an answer
-are remembered as a group when the answer is made (``expect``, no reading), and the first
-request for one of them reads the whole group in one pass into a cache bounded in bytes; the
+A result names an image by (qid, file name); its bytes are in the release's blob store under the
+sha256 that ``images_filtered`` records for it, and finding that hash means reading the table's
+key columns (Parquet has no random access by row). So the images of an answer are remembered as a
+group when the answer is made (``expect``, no reading), and the first request for one of them
+looks up the whole group in one pass and reads its files into a cache bounded in bytes; the
 page's other thumbnail requests wait for that read instead of starting their own. A client of
 the JSON API that never asks for a thumbnail costs no reading at all.
 """
@@ -13,26 +14,28 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Iterable
 
 import pyarrow.parquet as pq
+
+from mlm_pipeline.blobs import BlobStore
+from mlm_pipeline.shards import StoredTable
 
 Key = tuple[str, str]  # (qid, file name)
 Reader = Callable[[list[Key]], dict[Key, bytes]]
 
 
-def parquet_reader(path: Path) -> Reader:
-    """Reads the wanted images' bytes from a table with qid, file_name and content columns."""
+def blob_reader(images: StoredTable, blobs: BlobStore) -> Reader:
+    """Reads the wanted images' bytes: their sha256 from ``images`` (qid, file_name, sha256), the
+    bytes from ``blobs``."""
 
     def read(keys: list[Key]) -> dict[Key, bytes]:
         wanted = set(keys)
-        table = pq.read_table(
-            path, columns=["qid", "file_name", "content"], filters=[("qid", "in", sorted({q for q, _ in keys}))]
-        )
-        rows = zip(table.column("qid").to_pylist(), table.column("file_name").to_pylist(), range(table.num_rows))
-        content = table.column("content")
-        return {(q, f): content[i].as_py() for q, f, i in rows if (q, f) in wanted}
+        table = pq.read_table(images.paths, columns=["qid", "file_name", "sha256"],
+                              filters=[("qid", "in", sorted({q for q, _ in keys}))])
+        rows = zip(table.column("qid").to_pylist(), table.column("file_name").to_pylist(),
+                   table.column("sha256").to_pylist())
+        return {(q, f): blobs.get(sha256) for q, f, sha256 in rows if (q, f) in wanted}
 
     return read
 
