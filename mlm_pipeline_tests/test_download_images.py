@@ -147,13 +147,14 @@ def test_faults_end_in_an_image_or_an_accounted_failure(tiny_world: World, tmp_p
         assert reason and "attempts=" in detail
 
 
-def test_oversized_answers_and_bombs_at_every_attempt_are_final(tiny_world: World) -> None:
-    names = sorted(wanted_files(entities_of(tiny_world).slice(0, 12)))
+def test_oversized_answers_and_bombs_at_every_attempt_are_final(tiny_world: World, tmp_path: Path) -> None:
+    names = names_of(entities_of(tiny_world).slice(0, 12))
 
     async def fetch(served: Served) -> list:
         # Generous timeout: drawing a multi-megapixel original (one of the variants) takes a while.
         async with PoliteSession(fast_politeness(max_attempts=3, timeout_s=20.0, timeout_hold_s=20.0)) as http:
-            downloader = ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan())
+            downloader = ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan(),
+                                         BlobStore(tmp_path))
             # Through Special:FilePath, so that only media answers are oversized, not imageinfo.
             return [await downloader.file(name, {}) for name in names]
 
@@ -258,7 +259,7 @@ def test_names_that_cannot_be_asked_are_recorded_without_a_request(tiny_world: W
     assert images.num_rows == 0 and failures["reason"].to_pylist() == ["invalid_file_name"] * 3
 
 
-def test_a_width_commons_refuses_is_a_configuration_error_not_throttling(tiny_world: World) -> None:
+def test_a_width_commons_refuses_is_a_configuration_error_not_throttling(tiny_world: World, tmp_path: Path) -> None:
     name = next(n for n, f in tiny_world.files.items() if f.format == "jpeg" and f.width > 500)
     a, ab = hash_dirs(name)
 
@@ -266,8 +267,8 @@ def test_a_width_commons_refuses_is_a_configuration_error_not_throttling(tiny_wo
         commons = served.commons_filepath.split("/wiki/")[0]
         thumb = f"{commons}/w/thumb/{a}/{ab}/{url_name(name)}/{url_name(thumb_name(name, 251, False))}"
         async with PoliteSession(fast_politeness()) as http:
-            await ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan()).file(
-                name, {"thumburl": thumb})
+            await ImageDownloader(http, served.commons_api, served.commons_filepath, ImagePlan(),
+                                  BlobStore(tmp_path)).file(name, {"thumburl": thumb})
 
     with running_world(tiny_world) as served:
         with pytest.raises(ConfigError, match="429 and no Retry-After.*width=250"):
@@ -279,16 +280,20 @@ def test_a_width_commons_refuses_is_a_configuration_error_not_throttling(tiny_wo
 def test_media_concurrency_above_what_commons_allows_is_lowered_on_429(tiny_world: World, tmp_path: Path) -> None:
     entities = entities_of(tiny_world).slice(0, 80)
     lines: list[str] = []
+    staging = Staging(tmp_path / "staging", STAGED_IMAGES)
     with running_world(tiny_world, faults="latency=0.02") as served:
-        async def go() -> tuple[pa.Table, PoliteSession]:
+        async def go() -> PoliteSession:
             politeness = fast_politeness(pool_concurrency={MEDIA_POOL: 3}, recover_after=20)
             async with PoliteSession(politeness, lines.append) as http:
-                table, _ = await download_images(entities, served.commons_api, served.commons_filepath, http,
-                                                 Staging(tmp_path, STAGED_IMAGES), ImagePlan(), log.info)
-                return table, http
+                await download_images(names_of(entities), served.commons_api, served.commons_filepath, http, staging,
+                                      blobs_beside(staging.folder), ImagePlan(), log.info)
+                return http
 
-        images, http = asyncio.run(go())
+        http = asyncio.run(go())
         commons = served.servers["commons"].counters
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        images = sql.table(con, assemble(con, staging)[0], schemas.IMAGES)
     assert pairs(images, "file_name") == wanted_pairs(entities)
     assert http.stats["lowered@media"] >= 1 and http.stats["lowest@media"] == 2
     assert any("media: HTTP 429, concurrency lowered to 2 of 3" in line for line in lines)

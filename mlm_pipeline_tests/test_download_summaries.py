@@ -256,17 +256,20 @@ def entities_row(entities: pa.Table, qid: str) -> dict:
 
 def test_a_lagged_wiki_is_waited_for_as_it_asks(tiny_world: World, tmp_path: Path) -> None:
     entities = entities_of(tiny_world).slice(0, 60)
+    staging = Staging(tmp_path, STAGED_SUMMARIES)
     with running_world(tiny_world, faults="wiki.maxlag=0.3,retry_after=0.2,seed=4") as served:
-        async def go() -> tuple[pa.Table, PoliteSession]:
+        async def go() -> PoliteSession:
             async with PoliteSession(fast_politeness()) as http:
-                table, _ = await download_summaries(entities, served.wikipedia_api, http,
-                                                    Staging(tmp_path, STAGED_SUMMARIES), SummaryPlan(), log.info)
-                return table, http
+                await download_summaries(keys_of(entities), served.wikipedia_api, http, staging, SummaryPlan(), log.info)
+                return http
 
-        summaries, http = asyncio.run(go())
+        http = asyncio.run(go())
         wiki = served.servers["wiki"].counters
         assert wiki["fault:maxlag"] >= 1 and http.stats["trouble_api_maxlag"] == wiki["fault:maxlag"]
         assert wiki.get("violations", 0) == 0  # never back before the Retry-After ran out
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        summaries = sql.table(con, assemble(con, staging, SummaryPlan().langs)[0], schemas.SUMMARIES)
     expected = {pair: text for pair, text in expected_texts(tiny_world).items() if pair[0] in entities["qid"].to_pylist()}
     got = {(q, lang): t for q, lang, t in zip(*(summaries[c].to_pylist() for c in ("qid", "lang", "text")))}
     assert got == expected
