@@ -37,7 +37,8 @@ from typing import Any, Awaitable, Callable
 
 import pyarrow as pa
 
-from mlm_pipeline import schemas
+from mlm_pipeline import schemas, sql
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.download.images import MEDIA_POOL, STAGED_IMAGES, ImageDownloader, ImagePlan, download_images, wanted_files
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
@@ -83,13 +84,20 @@ async def timed(served: Served, politeness: Politeness,
     return items, elapsed, session.stats, violations(served) - before
 
 
+def wanted(entities: pa.Table) -> tuple[list[str], list[str]]:
+    """The ``lang|title`` keys and the file names the download stages ask for."""
+    with sql.connect() as con:
+        sql.register(con, entities=entities)
+        return wanted_titles(con, ("en", "de", "fr")), wanted_files(con)
+
+
 def summaries_ours(served: Served, entities: pa.Table, folder: Path) -> Figures:
     plan = SummaryPlan(progress_every_s=30.0)
+    staging, keys = Staging(folder, STAGED_SUMMARIES), wanted(entities)[0]
 
     async def work(session: PoliteSession) -> int:
-        table, _ = await download_summaries(entities, served.wikipedia_api, session, Staging(folder, STAGED_SUMMARIES),
-                                            plan, print)
-        return table.num_rows
+        await download_summaries(keys, served.wikipedia_api, session, staging, plan, print)
+        return staging.load(keys_only=True).results.num_rows
 
     items, seconds, stats, bad = asyncio.run(timed(served, Politeness(user_agent=UA), work))
     busiest = max(n for key, n in stats.items() if key.startswith("requests@serial:"))
@@ -98,7 +106,7 @@ def summaries_ours(served: Served, entities: pa.Table, folder: Path) -> Figures:
 
 
 def summaries_reference(served: Served, entities: pa.Table, sample: int, seed: int) -> Figures:
-    keys = sorted(wanted_titles(entities, ("en", "de", "fr")))
+    keys = wanted(entities)[0]
     keys = random.Random(seed).sample(keys, min(sample, len(keys)))
     downloader = SummaryDownloader(None, served.wikipedia_api, SummaryPlan())  # type: ignore[arg-type]
 
@@ -117,11 +125,12 @@ def summaries_reference(served: Served, entities: pa.Table, sample: int, seed: i
 
 def images_ours(served: Served, entities: pa.Table, folder: Path, media: int) -> Figures:
     plan = ImagePlan(progress_every_s=30.0)
+    staging, names = Staging(folder, STAGED_IMAGES), wanted(entities)[1]
 
     async def work(session: PoliteSession) -> int:
-        table, _ = await download_images(entities, served.commons_api, served.commons_filepath, session,
-                                         Staging(folder, STAGED_IMAGES), plan, print)
-        return len(set(table["file_name"].to_pylist()))
+        await download_images(names, served.commons_api, served.commons_filepath, session, staging,
+                              BlobStore(folder / "blobs"), plan, print)
+        return staging.load(keys_only=True).results.num_rows
 
     politeness = Politeness(user_agent=UA, pool_concurrency={MEDIA_POOL: media})
     items, seconds, stats, bad = asyncio.run(timed(served, politeness, work))
@@ -132,10 +141,11 @@ def images_ours(served: Served, entities: pa.Table, folder: Path, media: int) ->
                    stats["status_429"], bad)
 
 
-def images_reference(served: Served, entities: pa.Table, sample: int, seed: int) -> Figures:
-    names = sorted(wanted_files(entities))
+def images_reference(served: Served, entities: pa.Table, folder: Path, sample: int, seed: int) -> Figures:
+    names = wanted(entities)[1]
     names = random.Random(seed).sample(names, min(sample, len(names)))
-    downloader = ImageDownloader(None, served.commons_api, served.commons_filepath, ImagePlan())  # type: ignore[arg-type]
+    downloader = ImageDownloader(None, served.commons_api, served.commons_filepath, ImagePlan(),  # type: ignore[arg-type]
+                                 BlobStore(folder / "blobs"))
 
     async def work(session: PoliteSession) -> int:
         downloader.session = session
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_images:
             subset = entities if args.image_entities <= 0 else entities.slice(0, args.image_entities)
             rows.append(images_ours(served, subset, Path(tmp) / "images", args.media_concurrency))
-            rows.append(images_reference(served, subset, args.image_sample, args.seed))
+            rows.append(images_reference(served, subset, Path(tmp) / "reference", args.image_sample, args.seed))
         counters: dict[str, Any] = {name: dict(s.counters) for name, s in served.servers.items()}
 
     print(f"\nworld {world.spec.label()}: {len(world.truth.entities)} entities; latency {args.latency * 1000:.0f} ms")

@@ -68,11 +68,11 @@ def build(served: Served, entities: pa.Table, folder: Path, out: Path) -> dict[s
 
         asyncio.run(go())
         summaries, summary_dropouts = assemble_summaries(con, texts, summary_plan.langs)
-        images, image_failures = assemble_images(con, files)
         tables = {"summaries": sql.table(con, summaries, schemas.SUMMARIES),
-                  "summary_dropouts": sql.table(con, summary_dropouts, schemas.DROPOUTS),
-                  "images": sql.table(con, images, schemas.IMAGES),
-                  "image_failures": sql.table(con, image_failures, schemas.DROPOUTS)}
+                  "summary_dropouts": sql.table(con, summary_dropouts, schemas.DROPOUTS)}
+        images, image_failures = assemble_images(con, files)  # its staging replaces the summaries' views
+        tables.update(images=sql.table(con, images, schemas.IMAGES),
+                      image_failures=sql.table(con, image_failures, schemas.DROPOUTS))
         sql.register(con, images=tables["images"])
         filtered = filter_images(con, blobs.get, ImagePlan().max_pixels)
         tables["images_filtered"] = sql.table(con, filtered.kept, schemas.IMAGES)
