@@ -226,8 +226,8 @@ def measure(args: argparse.Namespace, size: str, data: Path) -> None:
                   f"load {figures['load_before']}->{figures['load_after']}", flush=True)
             if not figures["ok"]:
                 raise SystemExit(f"{stage} failed: see {logs / f'{stage}.log'}")
-        if not args.stages or set(FEATURE_STAGES) & set(args.stages):
-            for stage in FEATURE_STAGES:
+        for stage in FEATURE_STAGES:
+            if not args.stages or stage in args.stages:
                 entry["stages"][stage] = features(stage, data, release, args.features_sample, env, logs)
                 save_results(Path(args.results), results)
         entry["world_server_peak_rss_mib"] = round(peak_rss_mib(server.pid), 1)

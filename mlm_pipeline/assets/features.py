@@ -52,8 +52,8 @@ class ImageFeaturesConfig(Config):
     image_size: int = Field(224, ge=1, description="crop size for checkpoint-loaded descriptors")
     offline_image_size: int = Field(OFFLINE_INPUT_SIZE, ge=1, description="crop size for the offline EfficientNet-Lite0")
     batch_size: int = Field(
-        32, ge=1, description="images per forward pass; the activations held grow with it (EfficientNet-Lite0 "
-        "on 2 CPU cores: 128 added about 690 MiB, 32 about 270 MiB and ran no slower); a GPU may take more")
+        16, ge=1, description="images per forward pass; the activations held grow with it (EfficientNet-Lite0 "
+        "on 2 CPU cores: 128 added about 690 MiB, 32 about 270, 16 about 190, and ran no slower); a GPU may take more")
     decode_workers: int = Field(2, ge=0, description="threads decoding images ahead of the model (0: inline)")
     device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
 
