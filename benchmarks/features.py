@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--preset", choices=["offline", "lite224", "paper"], default="offline")
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--summaries", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=ImageFeaturesConfig().batch_size, help="images per forward pass (default: the pipeline's)")
     parser.add_argument("--workers", type=int, default=2, help="decode threads (the asset's default: 2)")
     parser.add_argument("--minilm", action="store_true", help="also measure the transformers path (the MiniLM of the test extras)")
     parser.add_argument("--repeats", type=int, default=3, help="image lines: best of this many, interleaved")
