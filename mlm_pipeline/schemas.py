@@ -75,8 +75,17 @@ IMAGES = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("n_bytes", pa.int64()),
-        ("license", STR),
-        ("attribution", STR),
+        ("license", STR),  # Commons' LicenseShortName, e.g. "CC BY-SA 4.0"; null when the page has none
+        ("attribution", STR),  # Attribution, else Artist, else Credit, as plain text
+        # The file's rights and identity as its Commons description page gives them (extmetadata,
+        # plain text); null where the page says nothing. release_package builds its
+        # attribution table from these.
+        ("description_url", STR),  # the file's page on Commons
+        ("license_url", STR),
+        ("artist", STR),
+        ("credit", STR),
+        ("attribution_required", pa.bool_()),
+        ("commons_sha1", STR),  # sha1 of the original file, as imageinfo reports it
     ]
 )
 

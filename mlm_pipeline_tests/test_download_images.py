@@ -21,7 +21,10 @@ from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.resources import ConfigError, user_agent
 from mlm_pipeline.world import Served, World, expected, running_world
-from mlm_pipeline.world.commons_server import FileIndex, hash_dirs, thumb_name, url_name
+from mlm_pipeline.world.builder import FileInfo
+from mlm_pipeline.world.commons_server import (
+    LICENSES, NO_AUTHOR, NO_LICENCE, FileIndex, Source, file_sha1, hash_dirs, metadata_gap, thumb_name, url_name,
+)
 from mlm_pipeline.world.wiki_server import served_counts
 
 TIMEOUT = 1.0
@@ -93,6 +96,19 @@ def wanted_pairs(entities: pa.Table) -> set[tuple[str, str]]:
     return {(row["qid"], name) for row in entities.to_pylist() for name in row["images"] or []}
 
 
+def assert_rights(row: dict, info: FileInfo, source: Source | None) -> None:
+    """The row says what the file's description page says, and nothing where it is silent."""
+    gap = metadata_gap(info.file_name)
+    terms = LICENSES[info.license] if gap != NO_LICENCE else {}
+    assert row["license"] == (info.license if gap != NO_LICENCE else None)
+    assert row["license_url"] == terms.get("LicenseUrl")
+    assert row["attribution_required"] == {"true": True, "false": False}.get(terms.get("AttributionRequired", ""))
+    assert (row["artist"], row["attribution"]) == ((None, None) if gap == NO_AUTHOR else (info.author, info.author))
+    assert row["credit"] == (None if gap == NO_AUTHOR else "Own work")
+    assert source is not None and row["commons_sha1"] == file_sha1(source) and len(row["commons_sha1"]) == 40
+    assert row["description_url"].endswith("/wiki/File:" + url_name(info.file_name))
+
+
 def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World, tmp_path: Path) -> None:
     entities = entities_of(tiny_world)
     outside_before = sorted(p.name for p in tmp_path.parent.iterdir())
@@ -112,9 +128,11 @@ def test_every_image_is_the_served_thumbnail_with_its_licence(tiny_world: World,
         assert blobs.get(row["sha256"]) == body and row["sha256"] == hashlib.sha256(body).hexdigest()
         assert row["n_bytes"] == len(body) and row["width"] <= 250
         info = tiny_world.files[row["file_name"]]
-        assert row["license"] == info.license and row["attribution"] == info.author
+        assert_rights(row, info, index.find(row["file_name"]))
         assert row["format"] == ("JPEG" if info.format == "jpeg" else "PNG")  # SVGs come as PNG renderings
         assert row["url"].startswith(served.commons_filepath.split("/wiki/")[0] + "/w/")
+    gaps = Counter(metadata_gap(n) for n in set(images["file_name"].to_pylist()))
+    assert gaps[NO_LICENCE] > 0 and gaps[NO_AUTHOR] > 0  # the tiny world has pages of both kinds
     # The world's tricky names ('../..', '/', '%', '?', '..jpg') arrive under their own names ...
     tricky = {n for n in images["file_name"].to_pylist() if "/" in n or ".." in n or "%" in n}
     assert {"../../Szombathely escape.jpg", "Rue de la Gare/Bahnhofstraße in Szombathely.jpg", "..jpg"} <= tricky

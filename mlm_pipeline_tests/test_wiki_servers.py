@@ -19,7 +19,7 @@ from PIL import Image
 
 from mlm_pipeline.world import World
 from mlm_pipeline.world import imagegen
-from mlm_pipeline.world.commons_server import OVERSIZE_BYTES, STANDARD_WIDTHS, start_commons_server
+from mlm_pipeline.world.commons_server import OVERSIZE_BYTES, STANDARD_WIDTHS, metadata_gap, start_commons_server
 from mlm_pipeline.world.serving import RunningServer
 from mlm_pipeline.world.texts import LANGS, full_text, intro
 from mlm_pipeline.world.wiki_server import (
@@ -243,7 +243,7 @@ def test_wide_requests_get_the_original_of_the_size_imageinfo_reports(tiny_world
 
 
 def test_imageinfo_licence_attribution_normalisation_and_missing(tiny_world: World, commons: RunningServer) -> None:
-    names = [n for n in tiny_world.files if tiny_world.files[n].license][:3]
+    names = [n for n in tiny_world.files if tiny_world.files[n].license and metadata_gap(n) is None][:3]
     titles = [f"File:{names[0]}", f"file:{names[1].replace(' ', '_')}", f"Image:{names[2]}", "File:No such file.jpg"]
     params = {**MAXLAG, "action": "query", "prop": "imageinfo", "iiprop": "extmetadata|url|size|mime", "titles": "|".join(titles),
               "format": "json", "formatversion": "2", "iiurlwidth": "250"}

@@ -3,7 +3,7 @@
 The reference fetched full originals one after another; MLM pads to 256x256 anyway, so a
 thumbnail at a standard width (Commons serves only those; any other width gets 429) is all the
 feature encoders need, at a fraction of the bytes. One ``imageinfo`` request per 50 files gives
-licence and attribution (``extmetadata``) and, with ``iiurlwidth``, each thumbnail's URL
+licence and attribution (``extmetadata``), the original's ``sha1`` and, with ``iiurlwidth``, each thumbnail's URL
 (MediaWiki scales at most 50 files a request, so the batch size is the API's own), so each
 image costs one media request; ``Special:FilePath/<name>?width=W`` (a redirect to the same
 thumbnail, and a second request) is the fallback when the API gives no thumbnail URL. The
@@ -42,7 +42,7 @@ STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
 MAX_TITLES_PER_REQUEST = 50  # the Action API's limit on titles for ordinary clients
 MEDIA_POOL = "media"
 STAGED_IMAGES = pa.schema([("key", pa.string()), *[f for f in schemas.IMAGES if f.name != "qid"]])
-EXTMETADATA = ("LicenseShortName", "Artist", "Credit", "Attribution", "AttributionRequired")
+EXTMETADATA = ("LicenseShortName", "LicenseUrl", "Artist", "Credit", "Attribution", "AttributionRequired")
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ class ImagePlan:
 
     def fingerprint(self) -> str:
         """Names the staging folder: what decides a stored outcome (and how outcomes are stored:
-        bytes in the blob store), so other settings start afresh."""
-        decisive = f"{self.max_bytes}:{self.max_pixels}:blobs"
+        bytes in the blob store, rows with each file's rights), so other settings start afresh."""
+        decisive = f"{self.max_bytes}:{self.max_pixels}:blobs:rights"
         return f"w{self.width}-" + hashlib.sha256(decisive.encode()).hexdigest()[:8]
 
 
@@ -112,12 +112,31 @@ def plain_text(value: Any) -> str:
     return " ".join("".join(parser.parts).split())
 
 
-def licence_and_attribution(info: dict[str, Any]) -> tuple[str | None, str | None]:
+def _extmetadata_text(info: dict[str, Any]) -> dict[str, str]:
     meta = info.get("extmetadata") or {}
-    text = {k: plain_text(meta[k]["value"]) for k in EXTMETADATA if isinstance(meta.get(k), dict) and "value" in meta[k]}
+    return {k: plain_text(meta[k]["value"]) for k in EXTMETADATA if isinstance(meta.get(k), dict) and "value" in meta[k]}
+
+
+def licence_and_attribution(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    text = _extmetadata_text(info)
     licence = text.get("LicenseShortName") or None
     attribution = text.get("Attribution") or text.get("Artist") or text.get("Credit") or None
     return licence, attribution
+
+
+def rights(info: dict[str, Any]) -> dict[str, Any]:
+    """The IMAGES columns that say whose file it is and under which terms (null: not given)."""
+    text = _extmetadata_text(info)
+    required = text.get("AttributionRequired", "").lower()
+    licence, attribution = licence_and_attribution(info)
+    sha1 = info.get("sha1")
+    return {
+        "license": licence, "attribution": attribution,
+        "license_url": text.get("LicenseUrl") or None, "artist": text.get("Artist") or None,
+        "credit": text.get("Credit") or None,
+        "attribution_required": {"true": True, "false": False}.get(required),
+        "commons_sha1": sha1 if isinstance(sha1, str) and sha1 else None,
+    }
 
 
 class ImageDownloader:
@@ -131,7 +150,7 @@ class ImageDownloader:
     async def metadata(self, names: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, str, bool]]]:
         """imageinfo per asked name, and failures (reason, detail, transient) for names without one."""
         titles = [f"File:{n}" for n in names]
-        params = {"prop": "imageinfo", "iiprop": "extmetadata|url", "iiurlwidth": str(self.plan.width),
+        params = {"prop": "imageinfo", "iiprop": "extmetadata|url|sha1", "iiurlwidth": str(self.plan.width),
                   "iiextmetadatafilter": "|".join(EXTMETADATA),
                   "redirects": "1"}
         answers = await query_titles(self.session, self.commons_api, params, titles,
@@ -201,12 +220,12 @@ class ImageDownloader:
             response = failed.last
             response.checked = inspect_image(response.body, self.plan.max_pixels)
         facts: ImageFacts = response.checked
-        licence, attribution = licence_and_attribution(info)
+        page = info.get("descriptionurl")
         return {
             "key": name, "file_name": name, "url": self.public_url(response.url),
             "sha256": self.blobs.put(response.body), "format": facts.format,
             "width": facts.width, "height": facts.height, "n_bytes": len(response.body),
-            "license": licence, "attribution": attribution,
+            "description_url": self.public_url(page) if isinstance(page, str) else None, **rights(info),
         }
 
     async def batch(self, names: Sequence[str]) -> BatchOutcome:

@@ -20,13 +20,18 @@
 ``/w/images/...``
     The original: SVG XML, or the picture at its full size, of exactly the size ``imageinfo``
     reports.
-``/w/api.php?action=query&prop=imageinfo&iiprop=extmetadata|url|size|mime&titles=File:A|File:B``
+``/w/api.php?action=query&prop=imageinfo&iiprop=extmetadata|url|size|mime|sha1&titles=File:A|File:B``
     Licence and attribution (``extmetadata``: ``LicenseShortName``, ``License``, ``LicenseUrl``,
     ``UsageTerms``, ``AttributionRequired``, ``Artist`` (HTML for some files, as on Commons),
     ``Credit``, ``ObjectName``, ``DateTime``, ...), ``url``/``descriptionurl`` (and
     ``thumburl``/``thumbwidth``/``thumbheight`` with ``iiurlwidth``), ``size``/``width``/
-    ``height`` and ``mime``; up to 50 titles, normalised (``File:``/``Image:`` prefix, underscores,
-    first letter), ``missing`` for unknown files, formatversion 1 or 2.
+    ``height``, ``mime`` and ``sha1``; up to 50 titles, normalised (``File:``/``Image:`` prefix,
+    underscores, first letter), ``missing`` for unknown files, formatversion 1 or 2. As on
+    Commons, some description pages lack data: ``metadata_gap(name)`` says which files have no
+    licence templates at all or no author (neither ``Artist`` nor ``Credit``), and public-domain
+    files have no ``LicenseUrl``. ``sha1`` is the original's for a person's own files; a
+    generated original would have to be drawn at full size for it, so those report a digest of
+    the file's name and declared size instead (stable, and as long as Commons' own).
 
 Rules (see :mod:`mlm_pipeline.world.wiki_server`, which holds the shared handling): 403 for a
 missing, browser-like or generic User-Agent; at most ``MEDIA_CONCURRENCY`` media requests
@@ -240,17 +245,36 @@ def _artist(author: str, name: str) -> str:
     return author
 
 
+NO_LICENCE, NO_AUTHOR = "no_licence", "no_author"
+GAP_EVERY = 25  # one file in 25 lacks its licence templates, one in 25 its author
+
+
+def metadata_gap(name: str) -> str | None:
+    """What the description page of a generated file lacks, as some Commons pages do: its
+    licence templates (``NO_LICENCE``), or its author (``NO_AUTHOR``: no Artist, no Credit)."""
+    n = int.from_bytes(hashlib.blake2b(f"gap\x00{name}".encode("utf-8"), digest_size=4).digest(), "big") % GAP_EVERY
+    return {0: NO_LICENCE, 1: NO_AUTHOR}.get(n)
+
+
+def file_sha1(source: Source) -> str:
+    if source.path is not None:
+        return hashlib.sha1(source.path.read_bytes()).hexdigest()
+    return hashlib.sha1(f"{source.name}\x00{source.size}\x00{source.n_bytes}".encode("utf-8")).hexdigest()
+
+
 def extmetadata(source: Source) -> dict[str, dict[str, str]]:
     info = source.info
+    gap = metadata_gap(source.name) if source.path is None else None
     meta: dict[str, dict[str, str]] = {
         "DateTime": {"value": _date(source.name), "source": "mediawiki-metadata", "hidden": ""},
         "ObjectName": {"value": source.name.rpartition(".")[0] or source.name, "source": "mediawiki-metadata", "hidden": ""},
-        "Credit": {"value": '<span class="int-own-work" lang="en">Own work</span>', "source": "commons-desc-page", "hidden": ""},
     }
+    if gap != NO_AUTHOR:
+        meta["Credit"] = {"value": '<span class="int-own-work" lang="en">Own work</span>', "source": "commons-desc-page", "hidden": ""}
     artist = _artist(info.author, source.name)
-    if artist:
+    if artist and gap != NO_AUTHOR:
         meta["Artist"] = {"value": artist, "source": "commons-desc-page"}
-    if info.license:
+    if info.license and gap != NO_LICENCE:
         meta["LicenseShortName"] = {"value": info.license, "source": "commons-desc-page", "hidden": ""}
         for key, value in LICENSES.get(info.license, {}).items():
             meta[key] = {"value": value, "source": "commons-desc-page", "hidden": ""}
@@ -380,7 +404,7 @@ class CommonsHandler(RuleServerHandler):
             if prop != "imageinfo":
                 warnings.setdefault("query", []).append(f'Unrecognized value for parameter "prop": {prop}')
         iiprops = set((params.get("iiprop") or "timestamp|user").split("|"))
-        for unknown in sorted(iiprops - {"timestamp", "user", "url", "size", "mime", "extmetadata"}):
+        for unknown in sorted(iiprops - {"timestamp", "user", "url", "size", "mime", "sha1", "extmetadata"}):
             warnings.setdefault("imageinfo", []).append(f'Unrecognized value for parameter "iiprop": {unknown}')
         meta_filter = set(params["iiextmetadatafilter"].split("|")) if params.get("iiextmetadatafilter") else None
         try:
@@ -435,6 +459,8 @@ class CommonsHandler(RuleServerHandler):
                 info["descriptionshorturl"] = f"{base}/w/index.php?curid={_file_page_id(source.name)}"
             if "mime" in iiprops:
                 info["mime"] = MIME.get(source.format, "application/octet-stream")
+            if "sha1" in iiprops:
+                info["sha1"] = file_sha1(source)
             if "extmetadata" in iiprops:
                 meta = extmetadata(source)
                 info["extmetadata"] = {k: v for k, v in meta.items() if meta_filter is None or k in meta_filter}
