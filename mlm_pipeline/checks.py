@@ -34,12 +34,14 @@ from dagster import (
 )
 
 from mlm_pipeline.assets.geocells import GeoCellsConfig
+from mlm_pipeline.assets.package import PACKAGES
 from mlm_pipeline.assets.summaries import SummariesConfig
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
 from mlm_pipeline.assets.versions import VersionsConfig
 from mlm_pipeline.model.tasks import TASKS
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import recorded_config
+from mlm_pipeline.release_package.verify import problems as package_problems
 from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
@@ -650,6 +652,22 @@ def search_index_complete(search_index: pa.Table, image_features: pa.Table, text
     return check_result(index_complete(search_index, image_features, text_features))
 
 
+@release_check(
+    asset="release_package",
+    name="checksums_and_attribution",
+    blocking=False,
+    description="SHA256SUMS matches every file of the package; every packaged image has a licence and a credit "
+    "line in attribution.csv, or is listed there with the reason it has none.",
+)
+def release_package_sound(
+    context: AssetCheckExecutionContext, storage: StorageResource, release_package: pa.Table
+) -> AssetCheckResult:
+    found = _Offenders()
+    for key, reason in package_problems(storage.root() / PACKAGES / context.partition_key):
+        found.add(key, reason)
+    return check_result(found.finding("package sound", files=release_package.num_rows))
+
+
 VERSIONS = ("mlm", "mlm_irle", "mlm_irle_gr")
 
 asset_checks: list[AssetChecksDefinition] = [
@@ -675,6 +693,7 @@ asset_checks: list[AssetChecksDefinition] = [
     unique("search_index", ["kind", "qid", "item"]),
     in_range("search_index"),
     search_index_complete,
+    release_package_sound,
     table_check(
         "retrieval_results", "within_range", retrieval_metrics_within, "medR and R@K within range.", blocking=False
     ),

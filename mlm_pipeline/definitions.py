@@ -21,6 +21,7 @@ from mlm_pipeline.assets import (
     training,  # 8. multitask and single-task models
     evaluation,  # 9. retrieval and location results
     search_index,  # 10. the paper's use case: every image and summary embedded for search
+    package,  # 11. the release as a publishable dataset package
     release_diff,  # what changed since the previous release
 )
 from mlm_pipeline import checks, ops
@@ -42,6 +43,7 @@ STAGES = [
     training,
     evaluation,
     search_index,
+    package,
     release_diff,
 ]
 

@@ -30,8 +30,11 @@ def is_svg(body: bytes) -> bool:
     return bool(_SVG_PROLOG.match(head))
 
 
+SVG_SUFFIXES = (".svg", ".svgz")
+
+
 def svg_by_name(file_name: str) -> bool:
-    return file_name.lower().endswith((".svg", ".svgz"))
+    return file_name.lower().endswith(SVG_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""One packaged row per entity of a dataset version: what a user of MLM loads.
+
+The rows are joined in DuckDB from the release's stored tables, read in place, and come out
+sorted by split and entity, a bounded batch at a time, so packaging holds one batch of rows and
+their images however large the release is. Image bytes are not part of the join: each batch's
+images are read through the ``read_image`` function the caller gives (the release's storage
+decides where bytes live), and become Hugging Face ``datasets``' ``Image`` struct ``{bytes,
+path}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import duckdb
+import pyarrow as pa
+
+from mlm_pipeline.download.validate import SVG_SUFFIXES
+from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
+
+STR = pa.string()
+SUMMARY = pa.struct([("lang", STR), ("title", STR), ("text", STR)])
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", STR)])
+"""The layout ``datasets`` reads as its ``Image`` feature (the path: the Commons file name)."""
+IMAGE_FILE = pa.struct(
+    [
+        ("file_name", STR),
+        ("sha256", STR),  # of the packaged thumbnail's bytes
+        ("license", STR),
+        ("license_url", STR),
+        ("attribution", STR),  # the credit line: Commons' Attribution, else Artist, else Credit
+        ("attribution_required", pa.bool_()),
+        ("description_url", STR),
+    ]
+)
+ROW = pa.schema(
+    [
+        ("qid", STR),
+        ("label_en", STR),
+        ("label_de", STR),
+        ("label_fr", STR),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("country_code", STR),
+        ("continent", STR),
+        ("cell", pa.int32()),  # the version's geo-cell label; null in MLM, which has no cells
+        ("cell_token", STR),
+        ("classes", pa.list_(STR)),
+        ("class_labels", pa.list_(STR)),
+        ("summaries", pa.list_(SUMMARY)),
+        ("images", pa.list_(IMAGE)),
+        ("image_files", pa.list_(IMAGE_FILE)),  # one per image, in the same order
+    ]
+)
+DESCRIPTIONS = {
+    "qid": "the entity's id in the knowledge graph (Wikidata QID)",
+    "label_en": "English label (null when none)",
+    "label_de": "German label (null when none)",
+    "label_fr": "French label (null when none)",
+    "lat": "latitude (degrees, WGS84)",
+    "lon": "longitude (degrees, WGS84)",
+    "country_code": "ISO 3166-1 alpha-2 code of the country at the coordinates",
+    "continent": "continent code at the coordinates (EU, NA, AS, SA, AF, OC, AN)",
+    "cell": "geo-cell class label of this version (null in MLM)",
+    "cell_token": "S2 token of that cell (null in MLM)",
+    "classes": "the entity's classes (instance of), Wikidata QIDs",
+    "class_labels": "English label of each class",
+    "summaries": "Wikipedia introduction per language: lang, article title, plain text",
+    "images": "the entity's images (Commons thumbnails) as Image features",
+    "image_files": "per image: Commons file name, sha256, licence, licence URL, credit line, "
+    "whether attribution is required, Commons description page",
+    "bytes": "the image file (JPEG or PNG)",
+    "path": "its Commons file name",
+}
+
+CELLS_OF = {"mlm": None, "mlm_irle": "geo_cells", "mlm_irle_gr": "mlm_irle_gr_cells"}
+IMAGE_COLUMNS = ("file_name", "sha256", "format", "license", "license_url", "attribution", "attribution_required",
+                 "description_url", "artist", "credit", "commons_sha1")
+
+ReadImage = Callable[[Mapping[str, Any]], bytes]
+"""An image's bytes from its row of the ``images`` table (``IMAGE_COLUMNS``, plus ``content``
+where the table holds the bytes)."""
+
+
+def _svg_named(column: str) -> str:
+    return " OR ".join(f"lower({column}) LIKE '%{suffix}'" for suffix in SVG_SUFFIXES)
+
+
+def kept_images(version: str) -> str:
+    """The image rows a version counts (schemas.VERSION ``n_images``): the rasters that passed
+    the filter and, in MLM, the SVG files as well (Commons serves their thumbnails as PNG)."""
+    if version == "mlm":
+        return f"""(SELECT * FROM images_filtered UNION ALL
+                    SELECT * FROM images WHERE format = 'SVG' OR {_svg_named('file_name')})"""
+    return "images_filtered"
+
+
+def image_fields(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The ``images`` columns a row's image list carries: its rights, and the bytes where the
+    table holds them."""
+    names = {row[0] for row in con.execute("DESCRIBE images").fetchall()}
+    return [c for c in (*IMAGE_COLUMNS, "content") if c in names]
+
+
+def rows_query(version: str, fields: list[str]) -> str:
+    cells = CELLS_OF[version]
+    token = "c.token" if cells else "NULL::VARCHAR"
+    join_cells = f"LEFT JOIN {cells} c ON c.cell = v.cell" if cells else ""
+    order = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SPLIT_NAMES))
+    image = ", ".join(f"'{f}': k.{f}" for f in fields)
+    return f"""
+        WITH summ AS (
+            SELECT qid, list({{'lang': lang, 'title': title, 'text': text}} ORDER BY lang) AS summaries
+            FROM summaries WHERE trim(coalesce(text, '')) <> '' GROUP BY qid
+        ), img AS (
+            SELECT k.qid, list({{{image}}} ORDER BY k.file_name) AS images
+            FROM {kept_images(version)} k SEMI JOIN {version} USING (qid) GROUP BY k.qid
+        )
+        SELECT s.split, v.qid, e.label_en, e.label_de, e.label_fr, v.lat, v.lon, v.country_code, v.continent,
+               v.cell, {token} AS cell_token, e.classes, e.class_labels,
+               coalesce(summ.summaries, []) AS summaries, coalesce(img.images, []) AS images
+        FROM {version} v
+        JOIN splits s ON s.qid = v.qid AND s.version = '{version}'
+        JOIN entities e ON e.qid = v.qid
+        {join_cells}
+        LEFT JOIN summ ON summ.qid = v.qid
+        LEFT JOIN img ON img.qid = v.qid
+        ORDER BY CASE s.split {order} END, v.qid"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    split: str
+    rows: pa.Table  # ROW
+    weights: list[int]  # bytes each row adds to a shard, about: images plus texts
+
+
+def version_batches(
+    con: duckdb.DuckDBPyConnection, version: str, read_image: ReadImage, batch_rows: int
+) -> Iterator[Batch]:
+    """The version's rows, split by split, at most ``batch_rows`` at a time, in stored order."""
+    reader = con.sql(rows_query(version, image_fields(con))).to_arrow_reader(batch_rows)
+    for record_batch in reader:
+        records = record_batch.to_pylist()
+        start = 0
+        for end in range(1, len(records) + 1):
+            if end == len(records) or records[end]["split"] != records[start]["split"]:
+                yield _batch(records[start:end], read_image)
+                start = end
+
+
+def _batch(records: list[dict[str, Any]], read_image: ReadImage) -> Batch:
+    columns: dict[str, list[Any]] = {name: [] for name in ROW.names}
+    weights = []
+    for record in records:
+        images = [{"bytes": read_image(i), "path": i["file_name"]} for i in record["images"]]
+        files = [{name: i[name] for name in IMAGE_FILE.names} for i in record["images"]]
+        for name in ROW.names:
+            columns[name].append(images if name == "images" else files if name == "image_files" else record[name])
+        weights.append(sum(len(i["bytes"]) for i in images) + sum(len(s["text"] or "") for s in record["summaries"]))
+    return Batch(records[0]["split"], pa.table(columns, schema=ROW), weights)
+
+
+def hf_feature(kind: pa.DataType) -> Any:
+    """The ``datasets`` feature of an Arrow type as ``Features.to_dict()`` writes it."""
+    if kind == IMAGE:
+        return {"_type": "Image"}
+    if pa.types.is_list(kind):
+        return {"feature": hf_feature(kind.value_type), "_type": "List"}
+    if pa.types.is_struct(kind):
+        return {f.name: hf_feature(f.type) for f in kind}
+    dtype = {pa.string(): "string", pa.float64(): "float64", pa.int32(): "int32", pa.bool_(): "bool"}[kind]
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def hf_schema() -> pa.Schema:
+    """ROW with the metadata ``datasets`` reads its features from, so ``images`` loads as images."""
+    features = {f.name: hf_feature(f.type) for f in ROW}
+    return ROW.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
