@@ -39,10 +39,11 @@ class Refused(Exception):
 
 def served_release() -> str:
     from mlm_pipeline.resources import wikimedia_from_env
-    from mlm_pipeline.sparql import fetch_dataset_version, release_key
+    from mlm_pipeline.sparql import fetch_dataset_version
 
-    with wikimedia_from_env().open() as endpoints:
-        return release_key(fetch_dataset_version(endpoints))
+    source = wikimedia_from_env()
+    with source.open() as endpoints:
+        return source.release_of(fetch_dataset_version(endpoints))
 
 
 def served_releases() -> list[str]:

@@ -1,7 +1,9 @@
 """Day-to-day operation: notice a new data version at the source and build a release for it.
 
 A release is named by the source's data version (``<http://www.wikidata.org>
-schema:dateModified``, date part), so "is there a new release?" is one small SPARQL query. The
+schema:dateModified``): its date, or for live Wikidata, whose data version changes daily, the
+period it falls in (``release_cadence``: the week's Monday by default, or its ISO week), so
+"is there a new release?" is one small SPARQL query and a live source gets one release a week. The
 sensor asks it often and stays quiet while the answer is unchanged; the schedule asks it once a
 week as a safety net when the sensor is switched off. Both register the release as a ``release``
 partition and request one run of the whole graph for it, keyed by the release, so asking twice
@@ -34,7 +36,7 @@ from dagster import (
 
 from mlm_pipeline import pools
 from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
-from mlm_pipeline.resources import ConfigError, WikimediaResource
+from mlm_pipeline.resources import Cadence, ConfigError, WikimediaResource
 from mlm_pipeline.pools import reclaim_dead_runs
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.sparql.queries import fetch_dataset_version, release_key
@@ -69,11 +71,14 @@ class Refresh:
         return self.skip_reason is None
 
 
-def plan_refresh(dataset_version: str, registered: Collection[str], last_seen: str | None = None) -> Refresh:
+def plan_refresh(
+    dataset_version: str, registered: Collection[str], last_seen: str | None = None, cadence: Cadence = "daily"
+) -> Refresh:
     """Decide from the served version, the releases already registered and the last version
     seen (the sensor's cursor): a version seen before, or a release registered already (by the
-    CLI, the schedule or an earlier tick), needs nothing."""
-    key = release_key(dataset_version)
+    CLI, the schedule or an earlier tick, or, at a weekly cadence, for an earlier day of the
+    same week), needs nothing."""
+    key = release_key(dataset_version, cadence)
     if dataset_version == last_seen:
         return Refresh(dataset_version, key, f"dataset version {dataset_version} unchanged")
     if key in registered:
@@ -136,6 +141,7 @@ def new_release_sensor(context: SensorEvaluationContext, wikimedia: WikimediaRes
         served_version(wikimedia),
         context.instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME),
         context.cursor,
+        wikimedia.cadence(),
     )
     if not refresh.is_new:
         return SensorResult(skip_reason=SkipReason(refresh.skip_reason), cursor=refresh.dataset_version)
@@ -157,7 +163,8 @@ def release_schedule(cron: str) -> ScheduleDefinition:
         context: ScheduleEvaluationContext, wikimedia: WikimediaResource
     ) -> RunRequest | SkipReason:
         refresh = plan_refresh(
-            served_version(wikimedia), context.instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME)
+            served_version(wikimedia), context.instance.get_dynamic_partitions(RELEASE_PARTITIONS_NAME),
+            cadence=wikimedia.cadence(),
         )
         if not refresh.is_new:
             return SkipReason(refresh.skip_reason)

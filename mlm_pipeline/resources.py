@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator, Literal
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from mlm_pipeline import __version__
 
@@ -29,6 +29,9 @@ LIVE_COMMONS_API = "https://commons.wikimedia.org/w/api.php"
 LIVE_COMMONS_FILEPATH = "https://commons.wikimedia.org/wiki/Special:FilePath/"
 
 WORLD_SIZES = ("tiny", "default", "mlm")
+Cadence = Literal["daily", "weekly", "iso_week"]
+CADENCES: tuple[Cadence, ...] = ("daily", "weekly", "iso_week")
+"""How a source's release keys follow its data version (``sparql.queries.release_key``)."""
 
 
 class ConfigError(ValueError):
@@ -87,6 +90,9 @@ class WikimediaResource(ConfigurableResource):
     world_version: int = 1
     world_files: str = ""
     world_faults: str = ""
+    # One release per data version (daily), or per period for a graph that changes every day;
+    # empty: weekly for live Wikidata, daily for every other source.
+    release_cadence: Literal["", "daily", "weekly", "iso_week"] = ""
 
     @field_validator("contact")
     @classmethod
@@ -101,6 +107,28 @@ class WikimediaResource(ConfigurableResource):
         if value not in WORLD_SIZES and not value.isdigit():
             raise ConfigError(f"world_size={value!r}: use one of {WORLD_SIZES} or a number")
         return value
+
+    @model_validator(mode="after")
+    def _cadence_fits_source(self) -> "WikimediaResource":
+        if self.source == "embedded" and self.release_cadence not in ("", "daily"):
+            raise ConfigError(
+                f"release_cadence={self.release_cadence!r}: the embedded world's releases are its versions "
+                "(one data version each); use daily, or leave it empty"
+            )
+        return self
+
+    def cadence(self) -> Cadence:
+        """The release cadence in force: live Wikidata's data version changes every day, and a
+        release per day would rebuild the dataset daily for a handful of edits."""
+        if self.release_cadence:
+            return self.release_cadence
+        return "weekly" if self.source == "live" else "daily"
+
+    def release_of(self, dataset_version: str) -> str:
+        """The release key a served data version belongs to."""
+        from mlm_pipeline.sparql.queries import release_key
+
+        return release_key(dataset_version, self.cadence())
 
     def world_spec(self, release: str | None = None) -> WorldSpec:
         """The embedded world that serves ``release``: a generated world rebuilds every version
@@ -188,6 +216,7 @@ ENV_SETTINGS = {
     "world_version": "MLM_WORLD_VERSION",
     "world_files": "MLM_WORLD_FILES",
     "world_faults": "MLM_WORLD_FAULTS",
+    "release_cadence": "MLM_RELEASE_CADENCE",
 }
 
 

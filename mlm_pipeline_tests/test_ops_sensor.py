@@ -36,8 +36,9 @@ def source(version: int) -> WikimediaResource:
     return WikimediaResource(source="embedded", world_size="tiny", world_seed=1234, world_version=version)
 
 
-def definitions(version: int, data: str) -> Definitions:
-    """The code location as an operator would have it after pointing it at world version ``version``."""
+def definitions(version: int, data: str, wikimedia: WikimediaResource | None = None) -> Definitions:
+    """The code location as an operator would have it after pointing it at world version
+    ``version`` (or at another source)."""
     return Definitions(
         assets=ASSETS,
         asset_checks=checks.asset_checks,
@@ -47,7 +48,7 @@ def definitions(version: int, data: str) -> Definitions:
         resources={
             "io_manager": ParquetIOManager(base_dir=data),
             "storage": StorageResource(base_dir=data),
-            "wikimedia": source(version),
+            "wikimedia": wikimedia or source(version),
         },
     )
 
@@ -198,6 +199,34 @@ def test_refresh_settings_are_checked(monkeypatch) -> None:
     monkeypatch.setenv(ops.SENSOR_INTERVAL_ENV, "5")
     with pytest.raises(ConfigError, match="MLM_RELEASE_SENSOR_INTERVAL_S='5'"):
         ops.sensor_interval()
+
+
+def test_live_sources_refresh_once_a_week_and_the_embedded_world_per_version() -> None:
+    live = WikimediaResource(source="live", contact="me@example.org")
+    assert live.cadence() == "weekly" and source(1).cadence() == "daily"
+    assert WikimediaResource(source="live", contact="me@example.org", release_cadence="iso_week").cadence() == "iso_week"
+    monday, thursday = "2026-01-05T09:00:00Z", "2026-01-08T21:00:00Z"
+    first = ops.plan_refresh(monday, [], None, live.cadence())
+    assert first.is_new and first.key == "2026-01-05"
+    # Thursday's daily edit is a new data version but no new release: the week has one.
+    later = ops.plan_refresh(thursday, [first.key], monday, live.cadence())
+    assert not later.is_new and "already registered" in later.skip_reason
+    assert ops.plan_refresh("2026-01-12T09:00:00Z", [first.key], thursday, live.cadence()).key == "2026-01-12"
+    with pytest.raises(ValueError, match="embedded world's releases are its versions"):
+        WikimediaResource(source="embedded", release_cadence="weekly")
+
+
+def test_sensor_keys_a_periodic_source_by_its_period(tmp_path, tiny_served, dagster_instance) -> None:
+    """A source read through its endpoints (here: the tiny world's servers) at an ISO-week cadence."""
+    weekly = WikimediaResource(
+        source="endpoints", contact="me@example.org", sparql_endpoint=tiny_served.sparql_url,
+        wikipedia_api=tiny_served.wikipedia_api, commons_api=tiny_served.commons_api,
+        commons_filepath=tiny_served.commons_filepath, release_cadence="iso_week",
+    )
+    defs = definitions(1, str(tmp_path / "data"), weekly)
+    result = tick(dagster_instance, defs, cursor=None)
+    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["2026-W02"]]
+    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [("2026-W02", "2026-W02")]
 
 
 def test_plan_refresh() -> None:

@@ -428,6 +428,23 @@ def test_dataset_version_and_release_key(endpoint: Endpoint) -> None:
     assert Q.check_release(version, "2026-01-12", mismatch_allowed=True) == "2026-01-05"
 
 
+def test_release_key_follows_the_cadence() -> None:
+    # 2026-01-05 is a Monday; live Wikidata's version moves every day of that week.
+    week = [f"2026-01-{day:02d}T{day:02d}:30:00Z" for day in range(5, 12)]
+    assert {Q.release_key(v, "weekly") for v in week} == {"2026-01-05"}
+    assert {Q.release_key(v, "iso_week") for v in week} == {"2026-W02"}
+    assert len({Q.release_key(v, "daily") for v in week}) == 7
+    assert Q.release_key("2026-01-12T00:00:00Z", "weekly") == "2026-01-12"
+    assert Q.release_key("2027-01-01T00:00:00Z", "iso_week") == "2026-W53"  # ISO weeks cross the new year
+    keys = [Q.release_key(f"20{y}-{m:02d}-{d:02d}T00:00:00Z", c) for c in ("weekly", "iso_week")
+            for y, m, d in ((25, 12, 31), (26, 1, 1), (26, 2, 9), (26, 11, 30))]
+    assert keys[:4] == sorted(keys[:4]) and keys[4:] == sorted(keys[4:])  # time order is string order
+    # A build on Thursday of the week is that week's release, without allow_version_mismatch.
+    assert Q.check_release(week[3], "2026-01-05", mismatch_allowed=False, cadence="weekly") == "2026-01-05"
+    with pytest.raises(ValueError, match="release 2026-W02"):
+        Q.check_release(week[3], "2026-W03", mismatch_allowed=False, cadence="iso_week")
+
+
 @pytest.mark.parametrize("page_size", [3, 12, 1000])
 def test_candidate_buckets_are_complete_and_disjoint(endpoint: Endpoint, page_size: int) -> None:
     """Q1..Q250 (short QIDs, so some equal a bucket's suffix exactly) in one class, listed with

@@ -41,7 +41,8 @@ class SparqlQueryConfig(Config):
         """The dataset version, after checking that it is the release this run builds (the
         embedded world serves exactly one release, so the flag never applies to it)."""
         version = fetch_dataset_version(endpoints, client)
-        check_release(version, partition_key, self.allow_version_mismatch and wikimedia.source != "embedded")
+        check_release(version, partition_key, self.allow_version_mismatch and wikimedia.source != "embedded",
+                      wikimedia.cadence())
         return version
 
 

@@ -17,13 +17,14 @@ off" without an extra query.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-from mlm_pipeline.resources import ConfigError, Endpoints
+from mlm_pipeline.resources import CADENCES, Cadence, ConfigError, Endpoints
 from mlm_pipeline.sparql.client import Query, QueryFailed, Row, SparqlClient
 
 WD = "http://www.wikidata.org/entity/"
@@ -403,21 +404,36 @@ def fetch_dataset_version(endpoints: Endpoints, client: SparqlClient | None = No
     return values[0]
 
 
-def release_key(version: str) -> str:
-    """The release partition key of a dataset version: its date part."""
+def release_key(version: str, cadence: Cadence = "daily") -> str:
+    """The release partition key of a dataset version.
+
+    ``daily``: its date (``2026-01-07``), one release per data version; right for a fixed
+    graph (the embedded world, a dump). Live Wikidata's data version changes every day, so a
+    live source takes one release per period instead: ``weekly``, the Monday on or before it
+    (``2026-01-05``), the day Wikidata's weekly entity dumps are dated by, or ``iso_week``
+    (``2026-W02``). Keys of every cadence sort in time order."""
     match = VERSION_RE.fullmatch(version.strip())
     if not match:
         raise ValueError(f"dataset version {version!r} is not an xsd:dateTime like 2026-01-05T00:00:00Z")
-    return match.group(1)
+    day = dt.date.fromisoformat(match.group(1))
+    if cadence == "daily":
+        return match.group(1)
+    if cadence == "weekly":
+        return (day - dt.timedelta(days=day.weekday())).isoformat()
+    if cadence == "iso_week":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    raise ValueError(f"release cadence {cadence!r}: use one of {CADENCES}")
 
 
-def check_release(version: str, partition_key: str, mismatch_allowed: bool) -> str:
+def check_release(version: str, partition_key: str, mismatch_allowed: bool, cadence: Cadence = "daily") -> str:
     """The endpoint must serve the release being built, or a run would mislabel its data.
 
     Live Wikidata moves on every minute, so a build from it may opt out of the check; the
-    embedded world and a dump are fixed and must match.
+    embedded world and a dump are fixed and must match. With a weekly cadence any day of the
+    release's week matches.
     """
-    served = release_key(version)
+    served = release_key(version, cadence)
     if served != partition_key and not mismatch_allowed:
         raise ValueError(
             f"the endpoint serves dataset version {version} (release {served}), but the run builds "
