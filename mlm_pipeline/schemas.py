@@ -60,6 +60,7 @@ SUMMARIES = pa.schema(
         ("lang", STR),
         ("title", STR),  # the sitelink title asked for
         ("text", STR),  # plain-text intro
+        ("revision", pa.int64()),  # the page's revision when fetched (prop=info lastrevid); null when not given
     ]
 )
 

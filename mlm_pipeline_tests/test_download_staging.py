@@ -19,7 +19,7 @@ from mlm_pipeline_tests.test_download_summaries import entities_of, fast_politen
 def outcome(results: list[str], failures: list[tuple[str, str, bool]]) -> BatchOutcome:
     return BatchOutcome(
         pa.table({"key": results, "lang": ["en"] * len(results), "title": [k[3:] for k in results],
-                  "text": [f"text of {k}" for k in results]}, schema=STAGED_SUMMARIES),
+                  "text": [f"text of {k}" for k in results], "revision": [None] * len(results)}, schema=STAGED_SUMMARIES),
         pa.table({"key": [f[0] for f in failures], "reason": [f[1] for f in failures],
                   "detail": ["d"] * len(failures), "transient": [f[2] for f in failures]}, schema=STAGED_FAILURES),
     )

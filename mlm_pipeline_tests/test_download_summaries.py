@@ -109,6 +109,9 @@ def test_every_sitelink_ends_as_summary_or_dropout(tiny_world: World, tmp_path: 
     dropped = {(q, lang): r for q, lang, r in zip(*(dropouts[c].to_pylist() for c in ("qid", "item", "reason")))}
     assert set(got) | set(dropped) == wanted_pairs(tiny_world) and not set(got) & set(dropped)
     assert got == expected_texts(tiny_world)
+    # Each text names the revision it came from (prop=info in the same request): one per page.
+    revisions = {(lang, title): r for lang, title, r in zip(*(summaries[c].to_pylist() for c in ("lang", "title", "revision")))}
+    assert None not in revisions.values() and len(set(revisions.values())) == len(revisions)
     # The world's sitelink quirks: a title the wiki normalises and one that redirects still get
     # their summary under the title asked; a deleted article is a dropout with its reason.
     for place in tiny_world.places:
@@ -214,7 +217,7 @@ def single_answer_sizes(served: Served, keys: list[str]) -> dict[str, int]:
     sizes = {}
     for key in keys:
         lang, title = key.split("|", 1)
-        params = {"action": "query", "format": "json", "formatversion": "2", "maxlag": "5", "prop": "extracts",
+        params = {"action": "query", "format": "json", "formatversion": "2", "maxlag": "5", "prop": "extracts|info",
                   "exintro": "1", "explaintext": "1", "exlimit": "1", "redirects": "1", "titles": title}
         answer = requests.get(served.wikipedia_api.format(lang=lang), params=params, headers={"User-Agent": UA},
                               timeout=10)

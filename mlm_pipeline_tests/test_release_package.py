@@ -131,6 +131,14 @@ def test_package_reads_with_duckdb_and_counts_equal_table_2(folder: Path, data: 
                 f"SELECT regexp_extract(filename, '/(train|val|test)-', 1), count(*) "
                 f"FROM read_parquet('{shards}', filename = true) GROUP BY 1").fetchall())
             assert per_split == {s: stats[s][version] for s in SPLIT_NAMES if stats[s][version]}
+    # Each summary names the article revision it was taken from, as the summaries table does.
+    summaries = stored(data, "summaries", release)
+    revisions = {(q, lang): r for q, lang, r in zip(*(summaries[c].to_pylist() for c in ("qid", "lang", "revision")))}
+    with duckdb.connect() as con:
+        packaged = con.execute(
+            f"SELECT qid, s.lang, s.revision FROM (SELECT qid, unnest(summaries) AS s "
+            f"FROM read_parquet('{folder / 'data' / 'mlm' / '*.parquet'}'))").fetchall()
+    assert packaged and all(revisions[(q, lang)] == r is not None for q, lang, r in packaged)
 
 
 def test_croissant_validates_and_describes_every_file_with_its_sha256(folder: Path) -> None:

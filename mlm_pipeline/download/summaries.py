@@ -3,7 +3,8 @@
 The reference fetched one page at a time through a third-party library; MediaWiki's TextExtracts
 gives the plain-text intro of up to 20 pages in one request
 (``action=query&prop=extracts&exintro=1&explaintext=1``), with continuation when it returns
-fewer. The API may answer under another title than the one asked (normalisation such as a
+fewer; ``prop=info`` in the same request names the revision each text comes from, which the
+release package records so that a text can be traced to its version of the article. The API may answer under another title than the one asked (normalisation such as a
 lower-case first letter, redirects), so answers are mapped back through ``normalized``,
 ``converted`` and ``redirects`` to the sitelink title, and from there to every entity that
 links it. Missing pages, invalid titles and empty intros are recorded, never dropped silently.
@@ -29,7 +30,7 @@ from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRu
 STAGE = "summaries"
 MAX_TITLES_PER_REQUEST = 20  # TextExtracts' exlimit with exintro
 STAGED_SUMMARIES = pa.schema([("key", pa.string()), ("lang", pa.string()), ("title", pa.string()),
-                              ("text", pa.string())])
+                              ("text", pa.string()), ("revision", pa.int64())])
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class SummaryPlan:
 
     def fingerprint(self) -> str:
         """Names the staging folder: the limit behind a stored ``too_large`` verdict, so that
-        another limit starts afresh."""
-        return f"max{self.max_bytes}"
+        another limit starts afresh (and the staged columns, which now carry revisions)."""
+        return f"max{self.max_bytes}-rev"
 
 
 def key_of(lang: str, title: str) -> str:
@@ -94,7 +95,7 @@ def wanted_titles(con: duckdb.DuckDBPyConnection, langs: Sequence[str]) -> list[
 
 def title_outcomes(lang: str, titles: Sequence[str], answers: Answers) -> BatchOutcome:
     """A result or a (reason, detail, transient) failure for every asked title."""
-    results: list[tuple[str, str]] = []
+    results: list[tuple[str, str, int | None]] = []
     failures: list[tuple[str, str, str, bool]] = []
     for asked in titles:
         final = answers.final_title(asked)
@@ -102,7 +103,8 @@ def title_outcomes(lang: str, titles: Sequence[str], answers: Answers) -> BatchO
         via = f" (answered as {final!r})" if final != asked else ""
         text = str((page or {}).get("extract") or "").strip()
         if text:
-            results.append((asked, text))
+            revision = (page or {}).get("lastrevid")
+            results.append((asked, text, revision if isinstance(revision, int) and revision > 0 else None))
         elif (failed := answers.failure(asked)) is not None:
             failures.append((asked, failed.reason, failed.record_detail, failed.transient))
         elif page is None:
@@ -123,7 +125,7 @@ class SummaryDownloader:
         self.plan = plan
 
     async def batch(self, lang: str, titles: Sequence[str]) -> BatchOutcome:
-        params = {"prop": "extracts", "exintro": "1", "explaintext": "1", "exlimit": str(len(titles)),
+        params = {"prop": "extracts|info", "exintro": "1", "explaintext": "1", "exlimit": str(len(titles)),
                   "redirects": "1"}
         # Each language's wiki is its own API: requests to one go in series, the wikis in parallel.
         api = self.api_template.format(lang=lang)
@@ -132,12 +134,14 @@ class SummaryDownloader:
         return title_outcomes(lang, titles, answers)
 
 
-def _outcome(lang: str, results: list[tuple[str, str]], failures: list[tuple[str, str, str, bool]]) -> BatchOutcome:
+def _outcome(lang: str, results: list[tuple[str, str, int | None]],
+             failures: list[tuple[str, str, str, bool]]) -> BatchOutcome:
     result_rows = {
-        "key": [key_of(lang, title) for title, _ in results],
+        "key": [key_of(lang, title) for title, _, _ in results],
         "lang": [lang] * len(results),
-        "title": [title for title, _ in results],
-        "text": [text for _, text in results],
+        "title": [title for title, _, _ in results],
+        "text": [text for _, text, _ in results],
+        "revision": [revision for _, _, revision in results],
     }
     failure_rows = {
         "key": [key_of(lang, f[0]) for f in failures],
@@ -182,7 +186,7 @@ def assemble(con: duckdb.DuckDBPyConnection, staging: Staging, langs: Sequence[s
     wanted = _wanted(con, langs)
     staging.register(con)
     summaries = f"""
-        SELECT w.qid, w.lang, w.title, r.text
+        SELECT w.qid, w.lang, w.title, r.text, r.revision
         FROM ({wanted}) w JOIN staged_results r ON r.key = w.key
         ORDER BY w.qid, w.lang"""
     dropouts = f"""

@@ -66,7 +66,8 @@ LICENCES = [
     {"@type": "sc:CreativeWork", "name": "Each image its own Commons licence (columns images, image_files; attribution.csv)",
      "url": "LICENSE.md"},
 ]
-DATA_TYPES = {pa.string(): "sc:Text", pa.float64(): "sc:Float", pa.int32(): "sc:Integer", pa.bool_(): "sc:Boolean",
+DATA_TYPES = {pa.string(): "sc:Text", pa.float64(): "sc:Float", pa.int32(): "sc:Integer", pa.int64(): "sc:Integer",
+              pa.bool_(): "sc:Boolean",
               pa.binary(): "sc:ImageObject"}  # the only binary column: an image's bytes
 
 

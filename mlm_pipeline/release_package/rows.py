@@ -21,7 +21,7 @@ from mlm_pipeline.download.validate import SVG_SUFFIXES
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
 
 STR = pa.string()
-SUMMARY = pa.struct([("lang", STR), ("title", STR), ("text", STR)])
+SUMMARY = pa.struct([("lang", STR), ("title", STR), ("text", STR), ("revision", pa.int64())])
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", STR)])
 """The layout ``datasets`` reads as its ``Image`` feature (the path: the Commons file name)."""
 IMAGE_FILE = pa.struct(
@@ -67,7 +67,11 @@ DESCRIPTIONS = {
     "cell_token": "S2 token of that cell (null in MLM)",
     "classes": "the entity's classes (instance of), Wikidata QIDs",
     "class_labels": "English label of each class",
-    "summaries": "Wikipedia introduction per language: lang, article title, plain text",
+    "summaries": "Wikipedia introduction per language: lang, article title, plain text, the article's revision id",
+    "lang": "Wikipedia language code",
+    "title": "the article's title",
+    "text": "the article's introduction, plain text",
+    "revision": "the article's revision the text was taken from (null when the API gave none)",
     "images": "the entity's images (Commons thumbnails) as Image features",
     "image_files": "per image: Commons file name, sha256, licence, licence URL, credit line, "
     "whether attribution is required, Commons description page",
@@ -112,7 +116,7 @@ def rows_query(version: str, fields: list[str]) -> str:
     image = ", ".join(f"'{f}': k.{f}" for f in fields)
     return f"""
         WITH summ AS (
-            SELECT qid, list({{'lang': lang, 'title': title, 'text': text}} ORDER BY lang) AS summaries
+            SELECT qid, list({{'lang': lang, 'title': title, 'text': text, 'revision': revision}} ORDER BY lang) AS summaries
             FROM summaries WHERE trim(coalesce(text, '')) <> '' GROUP BY qid
         ), img AS (
             SELECT k.qid, list({{{image}}} ORDER BY k.file_name) AS images
@@ -171,7 +175,8 @@ def hf_feature(kind: pa.DataType) -> Any:
         return {"feature": hf_feature(kind.value_type), "_type": "List"}
     if pa.types.is_struct(kind):
         return {f.name: hf_feature(f.type) for f in kind}
-    dtype = {pa.string(): "string", pa.float64(): "float64", pa.int32(): "int32", pa.bool_(): "bool"}[kind]
+    dtype = {pa.string(): "string", pa.float64(): "float64", pa.int32(): "int32", pa.int64(): "int64",
+             pa.bool_(): "bool"}[kind]
     return {"dtype": dtype, "_type": "Value"}
 
 

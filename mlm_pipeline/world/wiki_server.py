@@ -3,14 +3,16 @@
 ``start_wiki_server(world, faults)`` serves ``/{lang}/w/api.php`` for en, de and fr on one
 loopback port. It answers what the pipeline asks the real API::
 
-    action=query&prop=extracts&exintro=1&explaintext=1&titles=A|B|...&format=json[&formatversion=2][&redirects=1]
+    action=query&prop=extracts|info&exintro=1&explaintext=1&titles=A|B|...&format=json[&formatversion=2][&redirects=1]
 
 with the real API's shapes and limits: at most 50 titles a request (more: a warning, the rest
 ignored); extracts for at most 20 pages a request (``exlimit`` max 20; without ``exintro`` only
 one, and the whole article) with ``continue.excontinue`` for the rest; titles normalised
 (underscores to spaces, first letter upper case) and reported in ``query.normalized``; redirects
 resolved with ``redirects=1`` and reported in ``query.redirects``; pages that do not exist
-marked ``missing``; invalid titles marked ``invalid``. Extracts are the world's intro texts
+marked ``missing``; invalid titles marked ``invalid``; with ``prop=info`` each existing page's
+``lastrevid`` (a stable id of its current text: a new text is a new revision) and ``length``.
+Extracts are the world's intro texts
 (:mod:`mlm_pipeline.world.texts`) or, for a world made from a person's files, their summaries.
 
 Wikimedia's rules for clients (User-Agent policy, API:Etiquette, Manual:Maxlag_parameter) are
@@ -394,6 +396,12 @@ def page_id(lang: str, title: str) -> int:
     return 1000 + int.from_bytes(digest, "big") % 90_000_000
 
 
+def revision_id(lang: str, title: str, text: str) -> int:
+    """The page's latest revision: the same text keeps its id, an edited one gets another."""
+    digest = hashlib.blake2b(f"{lang}|{title}|{text}".encode("utf-8"), digest_size=8).digest()
+    return 100_000_000 + int.from_bytes(digest, "big") % 1_900_000_000
+
+
 def _admin_name(place: Any) -> str:
     """A name for the first-level division where GeoNames gives one (US states); codes stay out of texts."""
     if getattr(place, "country_code", None) != "US" or not getattr(place, "admin1", ""):
@@ -476,7 +484,7 @@ def query_extracts(index: WikiIndex, lang: str, params: dict[str, str]) -> dict[
     warnings: dict[str, list[str]] = {}
     props = [p for p in params.get("prop", "").split("|") if p]
     for prop in props:
-        if prop != "extracts":
+        if prop not in ("extracts", "info"):
             _warn(warnings, "query", f'Unrecognized value for parameter "prop": {prop}')
     raw_titles = [t for t in params.get("titles", "").split("|")] if params.get("titles") else []
     if len(raw_titles) > MAX_TITLES:
@@ -543,6 +551,9 @@ def query_extracts(index: WikiIndex, lang: str, params: dict[str, str]) -> dict[
                         else {"pageid": page_id(lang, title), "ns": 0, "title": title})
     for page in existing:
         entry: dict[str, Any] = {"pageid": page.pageid, "ns": 0, "title": page.title}
+        if "info" in props:
+            whole = index.extract(lang, page, True)
+            entry.update(lastrevid=revision_id(lang, page.title, whole), length=len(whole.encode("utf-8")))
         if page.pageid in extracts:
             entry["extract"] = extracts[page.pageid]
         pages_v2.append(entry)
