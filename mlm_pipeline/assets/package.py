@@ -7,10 +7,14 @@ of taking them as inputs, so its memory does not grow with the release.
 """
 
 
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, Output, asset
 from pydantic import Field
 
@@ -18,6 +22,7 @@ from mlm_pipeline.assets.summaries import SummariesConfig
 from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import package_versions, provenance, recorded_config, recorded_metadata, source_description
 from mlm_pipeline.release_package.build import INPUTS, PackagePlan, build_package
+from mlm_pipeline.release_package.rows import ReadImage
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.storage import StorageResource
 
@@ -44,9 +49,22 @@ def stored_relation(root: Path, asset: str, release: str) -> str:
     return "read_parquet('" + str(path).replace("'", "''") + "')"
 
 
-def image_bytes(image: Mapping[str, Any]) -> bytes:
-    """A packaged image's bytes, from its row of the ``images`` table."""
-    return image["content"]
+@contextmanager
+def image_reader(root: Path, release: str) -> Iterator[ReadImage]:
+    """Reads a packaged image's bytes by its ``sha256``. Here the bytes are the ``content``
+    column of ``images``: they are laid out once, a batch at a time, as files named by sha256
+    in a scratch folder (removed afterwards), so that no step holds them all."""
+    folder = root / ".incoming" / f"package-images-{release}-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        source = pq.ParquetFile(root / "images" / f"{release}.parquet")
+        for batch in source.iter_batches(batch_size=256, columns=["sha256", "content"]):
+            for sha256, content in zip(batch.column("sha256").to_pylist(), batch.column("content").to_pylist()):
+                (folder / sha256).write_bytes(content)
+        yield lambda image: (folder / image["sha256"]).read_bytes()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _recorded(context: AssetExecutionContext, release: str, embedded: bool) -> dict[str, Any]:
@@ -88,10 +106,11 @@ def release_package(
             "attribution.csv:commons_sha1": "sha1 of the original file on Commons (imageinfo)",
         },
     }
-    packaged = build_package(
-        {name: stored_relation(root, name, release) for name in INPUTS}, image_bytes, release, source,
-        list(summaries.languages), facts, storage.folder(PACKAGES) / release, config.plan(),
-    )
+    with image_reader(root, release) as read_image:
+        packaged = build_package(
+            {name: stored_relation(root, name, release) for name in INPUTS}, read_image, release, source,
+            list(summaries.languages), facts, storage.folder(PACKAGES) / release, config.plan(),
+        )
     context.log.info(f"release_package: {packaged.manifest.num_rows} files in {packaged.folder}")
     return Output(
         packaged.manifest,

@@ -2,7 +2,7 @@
 
 The rows are joined in DuckDB from the release's stored tables, read in place, and come out
 sorted by split and entity, a bounded batch at a time, so packaging holds one batch of rows and
-their images however large the release is. Image bytes are not part of the join: each batch's
+their images however large the release is. Image bytes are not part of the query: each batch's
 images are read through the ``read_image`` function the caller gives (the release's storage
 decides where bytes live), and become Hugging Face ``datasets``' ``Image`` struct ``{bytes,
 path}``.
@@ -84,8 +84,7 @@ IMAGE_COLUMNS = ("file_name", "sha256", "format", "license", "license_url", "att
                  "description_url", "artist", "credit", "commons_sha1")
 
 ReadImage = Callable[[Mapping[str, Any]], bytes]
-"""An image's bytes from its row of the ``images`` table (``IMAGE_COLUMNS``, plus ``content``
-where the table holds the bytes)."""
+"""An image's bytes from its row of the ``images`` table (``IMAGE_COLUMNS``: ``sha256`` names them)."""
 
 
 def _svg_named(column: str) -> str:
@@ -101,37 +100,64 @@ def kept_images(version: str) -> str:
     return "images_filtered"
 
 
-def image_fields(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The ``images`` columns a row's image list carries: its rights, and the bytes where the
-    table holds them."""
-    names = {row[0] for row in con.execute("DESCRIBE images").fetchall()}
-    return [c for c in (*IMAGE_COLUMNS, "content") if c in names]
+SPLIT_ORDER = "CASE s.split " + " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(SPLIT_NAMES)) + " END"
 
 
-def rows_query(version: str, fields: list[str]) -> str:
+def _members(version: str) -> str:
+    """The version's entities with their split and the split's place in the package."""
+    return f"""(SELECT v.qid, s.split, {SPLIT_ORDER} AS split_order FROM {version} v
+                JOIN splits s ON s.qid = v.qid AND s.version = '{version}')"""
+
+
+def entity_query(version: str) -> str:
     cells = CELLS_OF[version]
     token = "c.token" if cells else "NULL::VARCHAR"
     join_cells = f"LEFT JOIN {cells} c ON c.cell = v.cell" if cells else ""
-    order = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(SPLIT_NAMES))
-    image = ", ".join(f"'{f}': k.{f}" for f in fields)
     return f"""
-        WITH summ AS (
-            SELECT qid, list({{'lang': lang, 'title': title, 'text': text, 'revision': revision}} ORDER BY lang) AS summaries
-            FROM summaries WHERE trim(coalesce(text, '')) <> '' GROUP BY qid
-        ), img AS (
-            SELECT k.qid, list({{{image}}} ORDER BY k.file_name) AS images
-            FROM {kept_images(version)} k SEMI JOIN {version} USING (qid) GROUP BY k.qid
-        )
-        SELECT s.split, v.qid, e.label_en, e.label_de, e.label_fr, v.lat, v.lon, v.country_code, v.continent,
-               v.cell, {token} AS cell_token, e.classes, e.class_labels,
-               coalesce(summ.summaries, []) AS summaries, coalesce(img.images, []) AS images
-        FROM {version} v
-        JOIN splits s ON s.qid = v.qid AND s.version = '{version}'
-        JOIN entities e ON e.qid = v.qid
-        {join_cells}
-        LEFT JOIN summ ON summ.qid = v.qid
-        LEFT JOIN img ON img.qid = v.qid
-        ORDER BY CASE s.split {order} END, v.qid"""
+        SELECT m.split, v.qid, e.label_en, e.label_de, e.label_fr, v.lat, v.lon, v.country_code, v.continent,
+               v.cell, {token} AS cell_token, e.classes, e.class_labels
+        FROM {version} v JOIN {_members(version)} m ON m.qid = v.qid JOIN entities e ON e.qid = v.qid {join_cells}
+        ORDER BY m.split_order, v.qid"""
+
+
+def summary_query(version: str) -> str:
+    """The summaries a version counts (non-empty ones), in the entity stream's order."""
+    return f"""
+        SELECT t.qid, t.lang, t.title, t.text, t.revision FROM summaries t JOIN {_members(version)} m ON m.qid = t.qid
+        WHERE trim(coalesce(t.text, '')) <> '' ORDER BY m.split_order, t.qid, t.lang"""
+
+
+def image_query(version: str) -> str:
+    columns = ", ".join(f"k.{c}" for c in IMAGE_COLUMNS)
+    return f"""
+        SELECT k.qid, {columns} FROM {kept_images(version)} k JOIN {_members(version)} m ON m.qid = k.qid
+        ORDER BY m.split_order, k.qid, k.file_name"""
+
+
+def _rows(con: duckdb.DuckDBPyConnection, query: str, batch_rows: int) -> Iterator[dict[str, Any]]:
+    """A query's rows one at a time, read a batch at a time on a connection of their own (a
+    connection streams one result at a time)."""
+    cursor = con.cursor()
+    try:
+        for batch in cursor.sql(query).to_arrow_reader(batch_rows):
+            yield from batch.to_pylist()
+    finally:
+        cursor.close()
+
+
+class _Grouped:
+    """Rows of a stream sorted like the entities, taken an entity at a time."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.next = next(rows, None)
+
+    def take(self, qid: str) -> list[dict[str, Any]]:
+        taken = []
+        while self.next is not None and self.next["qid"] == qid:
+            taken.append(self.next)
+            self.next = next(self.rows, None)
+        return taken
 
 
 @dataclass(frozen=True)
@@ -144,15 +170,24 @@ class Batch:
 def version_batches(
     con: duckdb.DuckDBPyConnection, version: str, read_image: ReadImage, batch_rows: int
 ) -> Iterator[Batch]:
-    """The version's rows, split by split, at most ``batch_rows`` at a time, in stored order."""
-    reader = con.sql(rows_query(version, image_fields(con))).to_arrow_reader(batch_rows)
-    for record_batch in reader:
-        records = record_batch.to_pylist()
-        start = 0
-        for end in range(1, len(records) + 1):
-            if end == len(records) or records[end]["split"] != records[start]["split"]:
-                yield _batch(records[start:end], read_image)
-                start = end
+    """The version's rows, split by split, at most ``batch_rows`` at a time, in stored order.
+
+    Three sorted streams (entities, their summaries, their images) are merged an entity at a
+    time: DuckDB sorts out of core, and nothing here holds more than one batch of entities."""
+    summaries = _Grouped(_rows(con, summary_query(version), batch_rows))
+    images = _Grouped(_rows(con, image_query(version), batch_rows))
+    pending: list[dict[str, Any]] = []
+    for entity in _rows(con, entity_query(version), batch_rows):
+        if pending and (len(pending) == batch_rows or entity["split"] != pending[0]["split"]):
+            yield _batch(pending, read_image)
+            pending = []
+        pending.append({**entity, "summaries": summaries.take(entity["qid"]), "images": images.take(entity["qid"])})
+    if pending:
+        yield _batch(pending, read_image)
+    leftover = summaries.next or images.next
+    if leftover is not None:
+        raise ValueError(f"release_package: {version}: rows of {leftover['qid']} out of entity order; "
+                         "were the tables materialised for the same release?")
 
 
 def _batch(records: list[dict[str, Any]], read_image: ReadImage) -> Batch:
@@ -161,9 +196,11 @@ def _batch(records: list[dict[str, Any]], read_image: ReadImage) -> Batch:
     for record in records:
         images = [{"bytes": read_image(i), "path": i["file_name"]} for i in record["images"]]
         files = [{name: i[name] for name in IMAGE_FILE.names} for i in record["images"]]
+        summaries = [{name: t[name] for name in SUMMARY.names} for t in record["summaries"]]
         for name in ROW.names:
-            columns[name].append(images if name == "images" else files if name == "image_files" else record[name])
-        weights.append(sum(len(i["bytes"]) for i in images) + sum(len(s["text"] or "") for s in record["summaries"]))
+            value = {"images": images, "image_files": files, "summaries": summaries}.get(name, record.get(name))
+            columns[name].append(value)
+        weights.append(sum(len(i["bytes"]) for i in images) + sum(len(t["text"]) for t in summaries))
     return Batch(records[0]["split"], pa.table(columns, schema=ROW), weights)
 
 
