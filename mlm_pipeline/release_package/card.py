@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from mlm_pipeline.geo.stats import HEADINGS
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
+from mlm_pipeline.release_package.rows import ROW
 
 TASKS = ("image-to-text", "text-to-image", "image-classification", "text-classification")
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
@@ -102,6 +103,14 @@ def _countries(facts: CardFacts, top: int = 10) -> str:
     return f"{shown} (top {top} of {len(facts.countries)} countries)"
 
 
+def _synthetic(facts: CardFacts) -> str:
+    if not facts.source.startswith("embedded world"):
+        return ""
+    return ("\n\n**This release is synthetic**: the embedded world's entities are generated from real GeoNames "
+            "places under made-up ids (never real Wikidata items), and its texts, images, authors and licences are "
+            "generated stand-ins. Use it to try the format and the tools, not as data about places.")
+
+
 def card(facts: CardFacts) -> str:
     statuses = ", ".join(f"{n:,} {status}" for status, n in facts.attribution.items())
     return f"""{yaml_header(facts)}
@@ -112,7 +121,7 @@ MLM (Multiple Languages and Modalities) links settlements in a knowledge graph t
 coordinates, classes, Wikipedia introductions in {', '.join(facts.languages)} and Commons images, for
 cross-modal retrieval and location estimation (Armitage et al., CIKM 2020; the paper's own
 release is https://doi.org/10.5281/zenodo.3885753). This folder is one release, built by the
-reproducible mlm-pipeline (Dagster) from `{facts.source}`.
+reproducible mlm-pipeline (Dagster) from `{facts.source}`.{_synthetic(facts)}
 
 ## Load it
 
@@ -136,9 +145,8 @@ the same split in every version that holds it.
 - **`mlm_irle`**: entities with a raster image in a geo-cell kept by the cell thresholds.
 - **`mlm_irle_gr`**: a sample of the EU-28 weighted by population, with its own geo-cells.
 
-One row per entity: {', '.join(f'`{c}`' for c in ('qid', 'labels', 'lat', 'lon', 'country_code',
-'continent', 'cell', 'cell_token', 'classes', 'summaries', 'images', 'image_files'))}
-(`croissant.json` describes every field).
+One row per entity: {', '.join(f'`{c}`' for c in ROW.names)} (`croissant.json` describes
+every field).
 
 ## Table 2
 
