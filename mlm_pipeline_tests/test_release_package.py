@@ -25,7 +25,7 @@ from mlm_pipeline.assets import classes, entities, filtering, geocells, images, 
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.release_package.attribution import ATTRIBUTION
-from mlm_pipeline.release_package.build import MANIFEST, read_manifest, sha256_of
+from mlm_pipeline.release_package.build import INPUTS, MANIFEST, build_package, read_manifest, sha256_of
 from mlm_pipeline.release_package.verify import problems
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
@@ -203,3 +203,15 @@ def test_packaging_twice_gives_the_same_bytes(folder: Path, release: str, tmp_pa
     again = build(tmp_path, release) / package.PACKAGES / release
     assert read_manifest(again) == read_manifest(folder)
     assert (again / MANIFEST).read_bytes() == (folder / MANIFEST).read_bytes()
+
+
+def test_a_missing_table_is_named_and_an_earlier_package_is_kept(folder: Path, release: str, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"release_package: mlm_irle has no stored table at .*materialise it"):
+        package.stored_relation(tmp_path, "mlm_irle", release)
+    target = tmp_path / "packages" / release
+    shutil.copytree(folder, target)
+    relations = {name: f"read_parquet('{tmp_path / 'nowhere.parquet'}')" for name in INPUTS}
+    with pytest.raises(duckdb.IOException, match="nowhere.parquet"):
+        build_package(relations, lambda image: b"", release, "test", ["en"], {}, target)
+    assert read_manifest(target) == read_manifest(folder) and problems(target) == []
+    assert sorted(p.name for p in target.parent.iterdir()) == [release]  # no scratch left behind

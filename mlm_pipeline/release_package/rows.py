@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 import duckdb
 import pyarrow as pa
 
+from mlm_pipeline import schemas
 from mlm_pipeline.download.validate import SVG_SUFFIXES
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
 
@@ -37,18 +38,11 @@ IMAGE_FILE = pa.struct(
 )
 ROW = pa.schema(
     [
-        ("qid", STR),
-        ("label_en", STR),
-        ("label_de", STR),
-        ("label_fr", STR),
-        ("lat", pa.float64()),
-        ("lon", pa.float64()),
-        ("country_code", STR),
-        ("continent", STR),
-        ("cell", pa.int32()),  # the version's geo-cell label; null in MLM, which has no cells
+        *(schemas.ENTITIES.field(name) for name in ("qid", "label_en", "label_de", "label_fr")),
+        # The version's own: coordinates, country by coordinates, its geo-cell (null in MLM).
+        *(schemas.VERSION.field(name) for name in ("lat", "lon", "country_code", "continent", "cell")),
         ("cell_token", STR),
-        ("classes", pa.list_(STR)),
-        ("class_labels", pa.list_(STR)),
+        *(schemas.ENTITIES.field(name) for name in ("classes", "class_labels")),
         ("summaries", pa.list_(SUMMARY)),
         ("images", pa.list_(IMAGE)),
         ("image_files", pa.list_(IMAGE_FILE)),  # one per image, in the same order
