@@ -12,7 +12,7 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal, cast
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource
@@ -92,7 +92,7 @@ class WikimediaResource(ConfigurableResource):
     world_faults: str = ""
     # One release per data version (daily), or per period for a graph that changes every day;
     # empty: weekly for live Wikidata, daily for every other source.
-    release_cadence: Literal["", "daily", "weekly", "iso_week"] = ""
+    release_cadence: str = ""
 
     @field_validator("contact")
     @classmethod
@@ -110,6 +110,8 @@ class WikimediaResource(ConfigurableResource):
 
     @model_validator(mode="after")
     def _cadence_fits_source(self) -> "WikimediaResource":
+        if self.release_cadence not in ("", *CADENCES):
+            raise ConfigError(f"release_cadence={self.release_cadence!r}: use one of {CADENCES}, or leave it empty")
         if self.source == "embedded" and self.release_cadence not in ("", "daily"):
             raise ConfigError(
                 f"release_cadence={self.release_cadence!r}: the embedded world's releases are its versions "
@@ -121,7 +123,7 @@ class WikimediaResource(ConfigurableResource):
         """The release cadence in force: live Wikidata's data version changes every day, and a
         release per day would rebuild the dataset daily for a handful of edits."""
         if self.release_cadence:
-            return self.release_cadence
+            return cast(Cadence, self.release_cadence)
         return "weekly" if self.source == "live" else "daily"
 
     def release_of(self, dataset_version: str) -> str:

@@ -56,7 +56,7 @@ def build(base: Path, release: str) -> Path:
             resources={
                 "io_manager": ParquetIOManager(base_dir=str(data)),
                 "storage": StorageResource(base_dir=str(data)),
-                "wikimedia": SOURCE,
+                "wikimedia": SOURCE,  # the stages before the package need it
             },
             run_config=RUN_CONFIG,
         )

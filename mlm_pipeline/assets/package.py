@@ -20,10 +20,9 @@ from pydantic import Field
 
 from mlm_pipeline.assets.summaries import SummariesConfig
 from mlm_pipeline.partitions import release_partitions
-from mlm_pipeline.provenance import package_versions, provenance, recorded_config, recorded_metadata, source_description
+from mlm_pipeline.provenance import package_versions, provenance, recorded_config, recorded_metadata
 from mlm_pipeline.release_package.build import INPUTS, PackagePlan, build_package
 from mlm_pipeline.release_package.rows import ReadImage
-from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.storage import StorageResource
 
 PACKAGES = "packages"
@@ -67,16 +66,22 @@ def image_reader(root: Path, release: str) -> Iterator[ReadImage]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _recorded(context: AssetExecutionContext, release: str, embedded: bool) -> dict[str, Any]:
+EMBEDDED = "embedded world"
+
+
+def _recorded(context: AssetExecutionContext, release: str) -> dict[str, dict[str, Any]]:
     """What each input's materialisation recorded about where it came from. The embedded
     world's endpoint is left out: a loopback port that changes every run says nothing (its
     ``source`` names the world), and would make the same release package to other bytes."""
-    left_out = {"provenance/packages", "provenance/python", *(["provenance/endpoint"] if embedded else [])}
     assets = {}
     for name in RECORDED:
         metadata = recorded_metadata(context.instance, name, release) or {}
         assets[name] = {k.removeprefix("provenance/"): v.value for k, v in sorted(metadata.items())
-                        if k.startswith("provenance/") and k not in left_out or k == "query_labels"}
+                        if k.startswith("provenance/") and k not in ("provenance/packages", "provenance/python")
+                        or k == "query_labels"}
+    if str(assets["entities"].get("source", "")).startswith(EMBEDDED):
+        for recorded in assets.values():
+            recorded.pop("endpoint", None)
     return assets
 
 
@@ -89,18 +94,19 @@ def _recorded(context: AssetExecutionContext, release: str, embedded: bool) -> d
     "layout), dataset card, Croissant 1.1, attribution per image, licence per part, provenance, SHA256SUMS. "
     "The table lists the package's files with their sha256.",
 )
-def release_package(
-    context: AssetExecutionContext, config: PackageConfig, wikimedia: WikimediaResource, storage: StorageResource
-) -> Output[pa.Table]:
+def release_package(context: AssetExecutionContext, config: PackageConfig, storage: StorageResource) -> Output[pa.Table]:
     release = context.partition_key
     root = storage.root()
     summaries = recorded_config(context.instance, "summaries", release, SummariesConfig) or SummariesConfig()
-    source = source_description(wikimedia, release)
+    recorded = _recorded(context, release)
+    # The source the release was extracted from, as its entities recorded it (not the one
+    # configured now, which may have moved on).
+    source = str(recorded["entities"].get("source", "unknown source"))
     facts = {
         "release": release,
         "source": source,
         "pipeline": package_versions(),
-        "assets": _recorded(context, release, wikimedia.source == "embedded"),
+        "assets": recorded,
         "columns": {
             "image_files.sha256": "sha256 of the packaged thumbnail",
             "attribution.csv:commons_sha1": "sha1 of the original file on Commons (imageinfo)",
