@@ -3,8 +3,8 @@
 For each world size, the dataset stages of its release are materialised (once; ``--data``
 keeps them between runs), then two fresh processes run one after the other:
 
-- baseline: every table the package is made from read once through DuckDB, a batch at a time,
-  image bytes included (the I/O floor of any packaging);
+- baseline: every table the package is made from read once, a batch at a time, and every
+  image's bytes from the blob store (the I/O floor of any packaging);
 - package: ``release_package.build.build_package`` writing the whole package.
 
 Figures per size: entities (MLM), package bytes (data shards and the rest), seconds and CPU
@@ -43,7 +43,7 @@ def materialise(base: Path, size: str) -> tuple[Path, str]:
 
     release = build_world(WorldSpec(size=size)).release
     data = base / size / "data"
-    if (data / "dataset_stats" / f"{release}.parquet").exists():
+    if (data / "dataset_stats" / f"release={release}").is_dir():
         return data, release
     shutil.rmtree(base / size, ignore_errors=True)
     (base / size / "home").mkdir(parents=True)
@@ -64,31 +64,32 @@ def materialise(base: Path, size: str) -> tuple[Path, str]:
     return data, release
 
 
-def _relations(data: Path, release: str) -> dict[str, str]:
-    from mlm_pipeline.assets.package import stored_relation
-    from mlm_pipeline.release_package.build import INPUTS
+def _tables(data: Path, release: str) -> dict[str, Any]:
+    from mlm_pipeline.assets.package import stored_tables
 
-    return {name: stored_relation(data, name, release) for name in INPUTS}
+    return stored_tables(data, release)
 
 
 def _baseline(data: Path, release: str) -> dict[str, Any]:
-    import duckdb
+    from mlm_pipeline.blobs import BlobStore
 
-    rows = 0
-    with duckdb.connect() as con:
-        for name, relation in _relations(data, release).items():
-            for batch in con.sql(f"SELECT * FROM {relation}").to_arrow_reader(256):
-                rows += batch.num_rows
-    return {"rows_read": rows}
+    rows, image_bytes = 0, 0
+    blobs = BlobStore.of_release(data, release)
+    for name, table in _tables(data, release).items():
+        for batch in table.batches(batch_size=256):
+            rows += batch.num_rows
+            if name == "images":
+                image_bytes += sum(len(blobs.get(sha)) for sha in batch.column("sha256").to_pylist())
+    return {"rows_read": rows, "image_bytes_read": image_bytes}
 
 
 def _package(data: Path, release: str, out: Path) -> dict[str, Any]:
-    from mlm_pipeline.assets.package import image_reader
+    from mlm_pipeline.blobs import BlobStore
     from mlm_pipeline.release_package.build import build_package
 
-    with image_reader(data, release) as read_image:
-        packaged = build_package(_relations(data, release), read_image, release, f"embedded world, release {release}",
-                                 ["en", "de", "fr"], {}, out)
+    blobs = BlobStore.of_release(data, release)
+    packaged = build_package(_tables(data, release), lambda image: blobs.get(image["sha256"]), release,
+                             f"embedded world, release {release}", ["en", "de", "fr"], {}, out)
     sizes = dict(zip(packaged.manifest["path"].to_pylist(), packaged.manifest["bytes"].to_pylist()))
     return {
         "entities": sum(packaged.split_rows["mlm"].values()),

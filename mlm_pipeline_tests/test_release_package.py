@@ -9,6 +9,7 @@ same bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -21,14 +22,16 @@ import pytest
 from dagster import AssetSelection, instance_for_test, load_assets_from_modules, materialize
 
 from mlm_pipeline import checks
+from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.assets import classes, entities, filtering, geocells, images, package, summaries, versions
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.release_package.attribution import ATTRIBUTION
-from mlm_pipeline.release_package.build import INPUTS, MANIFEST, build_package, read_manifest, sha256_of
+from mlm_pipeline.release_package.build import MANIFEST, build_package, read_manifest, sha256_of
 from mlm_pipeline.release_package.verify import problems
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
+from mlm_pipeline.shards import stored_table
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import build_world
 from mlm_pipeline.world.commons_server import NO_AUTHOR, NO_LICENCE, metadata_gap
@@ -82,7 +85,7 @@ def folder(data: Path, release: str) -> Path:
 
 
 def stored(data: Path, name: str, release: str) -> pa.Table:
-    return pq.read_table(data / name / f"{release}.parquet")
+    return stored_table(name, release, data).read()
 
 
 def test_package_loads_with_hugging_face_datasets_with_the_assets_rows_and_images(
@@ -96,7 +99,8 @@ def test_package_loads_with_hugging_face_datasets_with_the_assets_rows_and_image
 
     splits = stored(data, "splits", release).to_pylist()
     filtered = stored(data, "images_filtered", release)
-    content = dict(zip(zip(filtered["qid"].to_pylist(), filtered["file_name"].to_pylist()), filtered["content"].to_pylist()))
+    blobs = BlobStore.of_release(data, release)
+    content = {(q, name): blobs.get(sha) for q, name, sha in zip(*(filtered[c].to_pylist() for c in ("qid", "file_name", "sha256")))}
     for version in VERSIONS:
         table = stored(data, version, release)
         loaded = load_dataset(str(folder), version, cache_dir=str(tmp_path / "cache"))
@@ -116,7 +120,7 @@ def test_package_loads_with_hugging_face_datasets_with_the_assets_rows_and_image
                 for image, info in zip(row["images"], row["image_files"]):
                     assert isinstance(image, PILImage.Image) and image.size[0] > 0
                     if version != "mlm":  # MLM also holds SVG renderings, which the filter drops
-                        assert content[(row["qid"], info["file_name"])] is not None
+                        assert image.size == PILImage.open(io.BytesIO(content[(row["qid"], info["file_name"])])).size
 
 
 def test_package_reads_with_duckdb_and_counts_equal_table_2(folder: Path, data: Path, release: str) -> None:
@@ -205,13 +209,16 @@ def test_packaging_twice_gives_the_same_bytes(folder: Path, release: str, tmp_pa
     assert (again / MANIFEST).read_bytes() == (folder / MANIFEST).read_bytes()
 
 
-def test_a_missing_table_is_named_and_an_earlier_package_is_kept(folder: Path, release: str, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"release_package: mlm_irle has no stored table at .*materialise it"):
-        package.stored_relation(tmp_path, "mlm_irle", release)
+def test_a_missing_table_is_named_and_an_earlier_package_is_kept(
+    folder: Path, data: Path, release: str, tmp_path: Path
+) -> None:
+    with pytest.raises(FileNotFoundError, match=r"release_package: entities has no stored table at .*materialise it"):
+        package.stored_tables(tmp_path, release)
     target = tmp_path / "packages" / release
     shutil.copytree(folder, target)
-    relations = {name: f"read_parquet('{tmp_path / 'nowhere.parquet'}')" for name in INPUTS}
-    with pytest.raises(duckdb.IOException, match="nowhere.parquet"):
-        build_package(relations, lambda image: b"", release, "test", ["en"], {}, target)
+    tables = package.stored_tables(data, release)
+    with pytest.raises(FileNotFoundError, match="is not stored"):  # the image bytes are gone
+        build_package(tables, lambda image: BlobStore(tmp_path / "no blobs").get(image["sha256"]), release, "test",
+                      ["en"], {}, target)
     assert read_manifest(target) == read_manifest(folder) and problems(target) == []
     assert sorted(p.name for p in target.parent.iterdir()) == [release]  # no scratch left behind

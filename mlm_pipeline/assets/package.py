@@ -7,14 +7,10 @@ of taking them as inputs, so its memory does not grow with the release.
 """
 
 
-import os
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, Output, asset
 from pydantic import Field
 
@@ -23,6 +19,7 @@ from mlm_pipeline.partitions import release_partitions
 from mlm_pipeline.provenance import package_versions, provenance, recorded_config, recorded_metadata
 from mlm_pipeline.release_package.build import INPUTS, PackagePlan, build_package
 from mlm_pipeline.release_package.rows import ReadImage
+from mlm_pipeline.shards import StoredTable, stored_table
 from mlm_pipeline.storage import StorageResource
 
 PACKAGES = "packages"
@@ -40,30 +37,21 @@ class PackageConfig(Config):
                            batch_rows=self.batch_rows)
 
 
-def stored_relation(root: Path, asset: str, release: str) -> str:
-    """The stored table of ``asset`` for ``release`` as DuckDB reads it in place."""
-    path = root / asset / f"{release}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"release_package: {asset} has no stored table at {path}: materialise it first")
-    return "read_parquet('" + str(path).replace("'", "''") + "')"
+def stored_tables(root: Path, release: str) -> dict[str, StoredTable]:
+    """The release's tables the package is made from, as stored (read in place, in batches)."""
+    tables = {}
+    for name in INPUTS:
+        try:
+            tables[name] = stored_table(name, release, root)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"release_package: {name} has {error}: materialise it first") from None
+    return tables
 
 
-@contextmanager
-def image_reader(root: Path, release: str) -> Iterator[ReadImage]:
-    """Reads a packaged image's bytes by its ``sha256``. Here the bytes are the ``content``
-    column of ``images``: they are laid out once, a batch at a time, as files named by sha256
-    in a scratch folder (removed afterwards), so that no step holds them all."""
-    folder = root / ".incoming" / f"package-images-{release}-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    try:
-        source = pq.ParquetFile(root / "images" / f"{release}.parquet")
-        for batch in source.iter_batches(batch_size=256, columns=["sha256", "content"]):
-            for sha256, content in zip(batch.column("sha256").to_pylist(), batch.column("content").to_pylist()):
-                (folder / sha256).write_bytes(content)
-        yield lambda image: (folder / image["sha256"]).read_bytes()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def image_reader(storage: StorageResource, release: str) -> ReadImage:
+    """A packaged image's bytes from the release's blob store, by the sha256 its row names."""
+    blobs = storage.blobs(release)
+    return lambda image: blobs.get(image["sha256"])
 
 
 EMBEDDED = "embedded world"
@@ -112,11 +100,10 @@ def release_package(context: AssetExecutionContext, config: PackageConfig, stora
             "attribution.csv:commons_sha1": "sha1 of the original file on Commons (imageinfo)",
         },
     }
-    with image_reader(root, release) as read_image:
-        packaged = build_package(
-            {name: stored_relation(root, name, release) for name in INPUTS}, read_image, release, source,
-            list(summaries.languages), facts, storage.folder(PACKAGES) / release, config.plan(),
-        )
+    packaged = build_package(
+        stored_tables(root, release), image_reader(storage, release), release, source,
+        list(summaries.languages), facts, storage.folder(PACKAGES) / release, config.plan(),
+    )
     context.log.info(f"release_package: {packaged.manifest.num_rows} files in {packaged.folder}")
     return Output(
         packaged.manifest,

@@ -30,6 +30,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlm_pipeline import sql
 from mlm_pipeline.geo.stats import CONTINENTS, figure2_png, table2_markdown
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
 from mlm_pipeline.release_package.attribution import write_attribution
@@ -37,6 +38,7 @@ from mlm_pipeline.release_package.card import FIGURE, CardFacts, card, licence_f
 from mlm_pipeline.release_package.croissant import croissant
 from mlm_pipeline.release_package.rows import ReadImage, hf_schema, version_batches
 from mlm_pipeline.release_package.writer import SplitWriter
+from mlm_pipeline.sql import Source
 
 MANIFEST = "SHA256SUMS"
 INPUTS = ("entities", "summaries", "images", "images_filtered", "splits", "geo_cells", "mlm_irle_gr_cells",
@@ -62,17 +64,14 @@ class Packaged:
     attribution: dict[str, int]
 
 
-def connect(relations: Mapping[str, str], scratch: Path, plan: PackagePlan) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per input table (``relations``: name -> relation SQL)."""
-    missing = sorted(set(INPUTS) - set(relations))
+def connect(tables: Mapping[str, Source], scratch: Path, plan: PackagePlan) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with one view per input table, read where it is stored."""
+    missing = sorted(set(INPUTS) - set(tables))
     if missing:
         raise ValueError(f"release_package: no stored table given for {missing}")
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{plan.duckdb_memory_mb}MB'")
-    con.execute(f"SET temp_directory = '{scratch / 'duckdb'}'")
+    con = sql.connect(scratch, memory_limit=f"{plan.duckdb_memory_mb}MB")
     con.execute("SET threads = 2")
-    for name in INPUTS:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {relations[name]}")
+    sql.register(con, **{name: tables[name] for name in INPUTS})
     return con
 
 
@@ -104,7 +103,7 @@ def _figure_counts(stats: pa.Table) -> Counter[str]:
 
 
 def build_package(
-    relations: Mapping[str, str],
+    tables: Mapping[str, Source],
     read_image: ReadImage,
     release: str,
     source: str,
@@ -114,13 +113,13 @@ def build_package(
     plan: PackagePlan = PackagePlan(),
 ) -> Packaged:
     """Writes the package of ``release`` to ``target`` (replacing what is there) and returns
-    its manifest. ``relations`` names each table of ``INPUTS`` as DuckDB reads it in place;
+    its manifest. ``tables``: each table of ``INPUTS`` (stored shards are read in place);
     ``read_image`` gives an image's bytes from its row of ``images``."""
     scratch = target.with_name(f".{target.name}.{os.getpid()}.incoming")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:
-        with connect(relations, scratch, plan) as con:
+        with connect(tables, scratch, plan) as con:
             split_rows, images, shards = {}, {}, {}
             for version in VERSIONS:
                 split_rows[version], images[version], shards[version] = _write_version(
@@ -129,7 +128,8 @@ def build_package(
             stats = con.sql("SELECT * FROM dataset_stats ORDER BY row").to_arrow_table()
             countries = con.execute(
                 "SELECT country_code, count(*) FROM mlm GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST").fetchall()
-        shutil.rmtree(scratch / "duckdb", ignore_errors=True)
+        for spill in scratch.glob("duckdb-*"):  # DuckDB's spill folder, if it had to spill
+            shutil.rmtree(spill, ignore_errors=True)
         figure2_png(_figure_counts(stats), scratch / FIGURE)
         facts = CardFacts(release, source, languages, split_rows, table2_markdown(stats), countries, attribution, shards)
         (scratch / "README.md").write_text(card(facts), encoding="utf-8")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlm_pipeline.parquet_io import WRITER_OPTIONS
+from mlm_pipeline.shards import WRITER_OPTIONS
 
 # Thumbnails are compressed already and rarely repeat: no dictionary, light compression.
 SHARD_OPTIONS = {**WRITER_OPTIONS, "use_dictionary": ["qid", "country_code", "continent", "cell_token"]}
