@@ -6,6 +6,7 @@ One base folder for everything, so a release can be copied, inspected or deleted
 - ``blobs/<key>/``: the release's thumbnails, once each, named by sha256 (``blobs.py``);
 - ``staging/<key>/``: finished download batches, so a killed download resumes;
 - ``checkpoints/``, ``figures/``: models and plots;
+- ``packages/<key>/``: the release as a publishable package (``release_package``);
 - ``mlm.duckdb``: views over every asset of every release (``catalog.py``);
 - ``.incoming/``: tables being written and DuckDB's spill files; never read as data.
 """
