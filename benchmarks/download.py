@@ -45,7 +45,7 @@ from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.download.summaries import (
     STAGED_SUMMARIES, SummaryDownloader, SummaryPlan, download_summaries, split_key, wanted_titles,
 )
-from mlm_pipeline.resources import user_agent
+from mlm_pipeline.endpoints import user_agent
 from mlm_pipeline.world import Served, WorldSpec, build_world, running_world
 
 UA = user_agent("https://github.com/mlm-pipeline/mlm-pipeline (benchmark)")

@@ -38,7 +38,7 @@ from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, download_summaries, wanted_titles
 from mlm_pipeline.download.summaries import assemble as assemble_summaries
-from mlm_pipeline.resources import user_agent
+from mlm_pipeline.endpoints import user_agent
 from mlm_pipeline.shards import write_parquet
 from mlm_pipeline.world import Served, WorldSpec, build_world, running_world
 

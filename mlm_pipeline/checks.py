@@ -39,7 +39,7 @@ from mlm_pipeline.assets.summaries import SummariesConfig
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
 from mlm_pipeline.assets.versions import VersionsConfig
 from mlm_pipeline.model.tasks import TASKS
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import recorded_config
 from mlm_pipeline.release_package.verify import problems as package_problems
 from mlm_pipeline.schemas import IMAGE_FEATURE_DIM

@@ -1,12 +1,7 @@
-"""``mlm-pipeline``: the few commands a person needs besides the Dagster UI.
+"""The few commands a person needs besides the Dagster UI (the text is ``mlm-pipeline --help``).
 
-``release`` prints the release key the configured source serves; ``register`` adds it to the
-Dagster instance (a fresh instance rejects unknown dynamic partition keys); ``main`` does both
-and materialises every asset for that release with ``dagster asset materialize``; ``serve``
-runs the search page and API over a built release (mlm_pipeline/serve.py); ``catalog`` writes
-the DuckDB catalog of every stored asset again (after the data directory moved). A bad source
-setting, run config value or release key is refused before anything is asked of the source,
-with one line per problem on stderr and exit status 2.
+A bad source setting, run config value or release key is refused before anything is asked of
+the source, with one line per problem on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -37,26 +32,6 @@ class Refused(Exception):
     """A request the CLI will not carry out; the message is for the person, without a traceback."""
 
 
-def served_release() -> str:
-    from mlm_pipeline.resources import wikimedia_from_env
-    from mlm_pipeline.sparql import fetch_dataset_version
-
-    source = wikimedia_from_env()
-    with source.open() as endpoints:
-        return source.release_of(fetch_dataset_version(endpoints))
-
-
-def served_releases() -> list[str]:
-    """The keys the source can build: every release a generated world has published (it rebuilds
-    each exactly), else the one the source serves now."""
-    from mlm_pipeline.resources import wikimedia_from_env
-
-    source = wikimedia_from_env()
-    if source.source == "embedded" and (published := source.world_spec().published()):
-        return sorted(published)
-    return [served_release()]
-
-
 def run_config(config_files: list[str]) -> dict:
     """The run config ``materialize`` passes: the files merged as Dagster merges them, else the
     source's profile; refused (``Refused``) when any value breaks its ``Config``'s rules."""
@@ -82,7 +57,10 @@ def run_config(config_files: list[str]) -> dict:
 
 
 def check_served(key: str) -> None:
-    if key not in (served := served_releases()):
+    from mlm_pipeline.release import buildable_keys
+    from mlm_pipeline.resources import wikimedia_from_env
+
+    if key not in (served := buildable_keys(wikimedia_from_env())):
         raise Refused(
             f"--release {key}: the source does not serve it (it serves {', '.join(served)}); "
             "pass --force to register it anyway"
@@ -92,46 +70,97 @@ def check_served(key: str) -> None:
 def register(key: str) -> None:
     from dagster import DagsterInstance
 
-    from mlm_pipeline.ops import ensure_pools
-    from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
-    from mlm_pipeline.pools import reclaim_dead_runs
+    from mlm_pipeline.release import register as register_release
 
     with DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(RELEASE_PARTITIONS_NAME, key):
-            instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [key])
-        ensure_pools(instance)  # before any run claims a slot, so two runs cannot both get in
-        for run_id in reclaim_dead_runs(instance):  # a killed run's slots would block this one forever
+        for run_id in register_release(instance, key):
             print(f"run {run_id} died (its processes are gone): marked failed, its pool slots freed", flush=True)
 
 
+DESCRIPTION = """\
+Build MLM releases with Dagster. 'release' prints the release key the configured source
+serves; 'register' adds a key to the Dagster instance; 'main' registers a release and
+materialises its assets with 'dg launch'; 'serve' runs the search page and
+API over a built release; 'catalog' writes the DuckDB catalog of every stored asset again
+(after the data directory moved). The source is chosen by the MLM_* environment variables
+(README).
+"""
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+"""Dagster prints one DEBUG line per step event (about 9 in 10 lines of a run); the terminal
+shows progress and results, and the UI keeps every event."""
+
+
+def materialised(key: str, select: str) -> tuple[list[str], list[str]]:
+    """The selected assets, split into those with a materialisation of release ``key`` on the
+    instance and those without."""
+    from dagster import AssetSelection, DagsterInstance
+
+    from mlm_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    selected = sorted(AssetSelection.from_string(select).resolve(graph), key=lambda k: k.to_user_string())
+    done, missing = [], []
+    with DagsterInstance.get() as instance:
+        for asset_key in selected:
+            built = key in instance.get_materialized_partitions(asset_key)
+            (done if built else missing).append(asset_key.to_user_string())
+    return done, missing
+
+
 def materialize(key: str, select: str, config: dict) -> int:
+    """``dg launch`` (the form ``dagster asset materialize`` now points to), in this process's
+    environment; the command is echoed with the run config shortened to its size."""
     command = [
-        str(Path(sys.executable).with_name("dagster")),
-        "asset",
-        "materialize",
-        "--select",
+        str(Path(sys.executable).with_name("dg")),
+        "launch",
+        "--assets",
         select,
         "--partition",
         key,
         "-m",
         "mlm_pipeline.definitions",
         "--config-json",
-        json.dumps(config),
     ]
-    print("+", " ".join(command), flush=True)
-    return subprocess.call(command)
+    print("+", " ".join(command), f"'<run config: {len(config.get('ops', {}))} ops>'", flush=True)
+    status = subprocess.call([*command, json.dumps(config)])
+    print(f"release {key}: {last_run(key)}", flush=True)
+    return status
+
+
+def last_run(key: str) -> str:
+    """How the newest run of release ``key`` ended, in words: at INFO Dagster prints no line for it."""
+    from dagster import DagsterInstance, RunsFilter
+
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(tags={"dagster/partition": key}), limit=1)
+        if not runs:
+            return "no run was started"
+        run = runs[0]
+        return f"run {run.run_id} ended {run.status.value} (dagster dev shows its every event)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlm-pipeline", description=__doc__)
+    from mlm_pipeline import __version__
+
+    parser = argparse.ArgumentParser(prog="mlm-pipeline", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"mlm-pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("release", help="print the release key of the configured source")
     commands.add_parser("catalog", help="write mlm.duckdb, the DuckDB views of every stored asset, again")
     reg = commands.add_parser("register", help="add a release key to the Dagster instance")
     reg.add_argument("--release", help="key to add (default: the one the source serves)")
     reg.add_argument("--force", action="store_true", help="register --release even if the source does not serve it")
-    run = commands.add_parser("main", help="register the served release and materialise it")
+    run = commands.add_parser("main", help="register the served release (or --release) and materialise it")
+    run.add_argument("--release", help="release to build (default: the one the source serves)")
+    run.add_argument("--force", action="store_true", help="build --release even if the source does not serve it")
     run.add_argument("--select", default="*", help="Dagster asset selection (default: everything)")
+    run.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="materialise the selection even if every asset of it is already built for the release",
+    )
+    run.add_argument("--verbose", action="store_true", help="print Dagster's DEBUG lines (one per step event)")
     run.add_argument(
         "-c",
         "--config",
@@ -151,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     _use_project_home()
     from pydantic import ValidationError
 
-    from mlm_pipeline.resources import ConfigError
+    from mlm_pipeline.endpoints import ConfigError
     from mlm_pipeline.run_checks import problem_lines
     from mlm_pipeline.world.own_files import OwnFilesError
 
@@ -173,8 +202,11 @@ def _run(args: argparse.Namespace) -> int:
 
         print(refresh_catalog(default_data_dir()))
         return 0
+    from mlm_pipeline.release import served_key
+    from mlm_pipeline.resources import wikimedia_from_env
+
     if args.command == "release":
-        print(served_release())
+        print(served_key(wikimedia_from_env()))
         return 0
     if args.command == "serve":
         from mlm_pipeline.serve import serve
@@ -184,14 +216,24 @@ def _run(args: argparse.Namespace) -> int:
     config = run_config(args.config) if args.command == "main" else {}
     key = getattr(args, "release", None)
     if key is None:
-        key = served_release()
+        key = served_key(wikimedia_from_env())
     elif not args.force:
         check_served(key)
     register(key)
     print(f"release {key} registered in {os.environ.get('DAGSTER_HOME', 'the default instance')}")
     if args.command == "register":
         return 0
-    return materialize(key, args.select, config)
+    done, missing = materialised(key, args.select)
+    if not missing and not args.rebuild and not args.config:
+        print(
+            f"release {key}: all {len(done)} selected assets are already materialised; nothing to do "
+            "(--rebuild builds them again, e.g. after a code change)"
+        )
+        return 0
+    if done:
+        print(f"release {key}: {len(missing)} of {len(done) + len(missing)} selected assets not built yet; "
+              f"the {len(done)} already materialised are built again with them")
+    return materialize(key, args.select, config if args.verbose else {**config, **QUIET_LOGS})
 
 
 if __name__ == "__main__":

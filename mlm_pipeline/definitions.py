@@ -24,7 +24,8 @@ from mlm_pipeline.assets import (
     package,  # 11. the release as a publishable dataset package
     release_diff,  # what changed since the previous release
 )
-from mlm_pipeline import checks, ops
+from mlm_pipeline import automation, checks
+from mlm_pipeline.asset_attributes import with_attributes
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import wikimedia_from_env
 from mlm_pipeline.run_checks import checked_executor
@@ -48,7 +49,7 @@ STAGES = [
 ]
 
 mlm_job = define_asset_job(
-    ops.RELEASE_JOB,
+    automation.RELEASE_JOB,
     selection=AssetSelection.all(),
     # Runs that nobody configured (a backfill, "Materialize" in the launchpad) get the source's
     # profile, as the CLI and the sensor do; the launchpad shows it and lets one edit it.
@@ -57,11 +58,12 @@ mlm_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=load_assets_from_modules(STAGES),
+    # Groups, kinds, owners, column docs and code versions per stage: mlm_pipeline/asset_attributes.py
+    assets=[asset for stage in STAGES for asset in with_attributes(stage, load_assets_from_modules([stage]))],
     asset_checks=checks.asset_checks,
     jobs=[mlm_job],
-    sensors=ops.sensors,
-    schedules=ops.schedules,
+    sensors=automation.sensors,
+    schedules=automation.schedules,
     executor=checked_executor,  # refuses a bad run config before the first step
     resources={
         "io_manager": ParquetIOManager(),

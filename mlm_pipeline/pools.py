@@ -29,6 +29,30 @@ COMPUTE = "compute"
 ALL = (WIKIDATA_QUERY, WIKIPEDIA_API, WIKIMEDIA_MEDIA, COMPUTE)
 
 
+POOL_LIMIT_WITHOUT_DEFAULT = 1
+"""Slots for a pool when the instance's dagster.yaml sets no ``concurrency.pools.default_limit``."""
+
+
+def ensure_pools(instance: DagsterInstance) -> list[str]:
+    """Create the pools' slots before any run needs them; returns the pools created.
+
+    Dagster creates a pool's slots lazily when a step first claims it, and two runs doing that
+    at the same moment on SQLite storage can both get in. Creating them here, in the one
+    process that requests runs, closes that window. Limits already set (by dagster.yaml's
+    default or ``dagster instance concurrency set``) are left alone.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    created = [pool for pool in ALL if pool not in storage.get_concurrency_keys()]
+    for pool in created:
+        if instance.global_op_concurrency_default_limit is None:
+            storage.set_concurrency_slots(pool, POOL_LIMIT_WITHOUT_DEFAULT)
+        else:
+            storage.initialize_concurrency_limit_to_default(pool)
+    return created
+
+
 # --- slots of runs that died ------------------------------------------------------------------
 
 HOLDING = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.SUSPENDED]

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 from dagster import AssetKey, AssetRecordsFilter, Config, DagsterInstance, MetadataValue
 
-from mlm_pipeline.resources import Endpoints, WikimediaResource
+from mlm_pipeline.endpoints import Endpoints
+from mlm_pipeline.resources import WikimediaResource
 
 PACKAGES = (
     "mlm-pipeline",

@@ -11,63 +11,27 @@ import hashlib
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Literal, cast
-from urllib.parse import urlparse
 
 from dagster import ConfigurableResource
 from pydantic import field_validator, model_validator
 
-from mlm_pipeline import __version__
+from mlm_pipeline.endpoints import (
+    ConfigError,
+    Endpoints,
+    LIVE_COMMONS_API,
+    LIVE_COMMONS_FILEPATH,
+    LIVE_SPARQL,
+    LIVE_WIKIPEDIA_API,
+    check_url,
+    user_agent,
+)
+from mlm_pipeline.sparql.queries import CADENCES, Cadence, release_key
 
 if TYPE_CHECKING:
     from mlm_pipeline.world import WorldSpec
 
-LIVE_SPARQL = "https://query.wikidata.org/sparql"
-LIVE_WIKIPEDIA_API = "https://{lang}.wikipedia.org/w/api.php"
-LIVE_COMMONS_API = "https://commons.wikimedia.org/w/api.php"
-LIVE_COMMONS_FILEPATH = "https://commons.wikimedia.org/wiki/Special:FilePath/"
-
 WORLD_SIZES = ("tiny", "default", "mlm")
-Cadence = Literal["daily", "weekly", "iso_week"]
-CADENCES: tuple[Cadence, ...] = ("daily", "weekly", "iso_week")
-"""How a source's release keys follow its data version (``sparql.queries.release_key``)."""
-
-
-class ConfigError(ValueError):
-    """A configuration value that must be fixed before any request is sent."""
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Everything a client needs to reach one source politely."""
-
-    sparql_url: str
-    wikipedia_api: str  # a template with ``{lang}``
-    commons_api: str
-    commons_filepath: str  # ``<commons_filepath><file name>?width=W``
-    user_agent: str
-    live: bool
-
-
-def check_url(name: str, value: str, *, template: bool = False) -> str:
-    probe = value.replace("{lang}", "en") if template else value
-    parsed = urlparse(probe)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c.isspace() for c in value):
-        raise ConfigError(f"{name}={value!r} is not an http(s) URL")
-    if template and "{lang}" not in value:
-        raise ConfigError(f"{name}={value!r} must contain '{{lang}}' (one API per language)")
-    return value
-
-
-OFFLINE_CONTACT = "offline-embedded-world@localhost"
-
-
-def user_agent(contact: str) -> str:
-    """Wikimedia's format: ``<client>/<version> (<contact>) <library>/<version>``."""
-    import aiohttp
-
-    return f"mlm-pipeline/{__version__} ({contact or OFFLINE_CONTACT}) aiohttp/{aiohttp.__version__}"
 
 
 class WikimediaResource(ConfigurableResource):
@@ -128,8 +92,6 @@ class WikimediaResource(ConfigurableResource):
 
     def release_of(self, dataset_version: str) -> str:
         """The release key a served data version belongs to."""
-        from mlm_pipeline.sparql.queries import release_key
-
         return release_key(dataset_version, self.cadence())
 
     def world_spec(self, release: str | None = None) -> WorldSpec:
@@ -154,13 +116,16 @@ class WikimediaResource(ConfigurableResource):
 
     def identity(self, release: str | None = None) -> str:
         """The data this source serves (for ``release``), as a person would name it: for the
-        embedded world the spec that rebuilds it (its ports change every run and say nothing)."""
+        embedded world the spec and code that rebuild it (its ports change every run and say nothing)."""
         if self.source == "embedded":
+            from mlm_pipeline.world.rdf import code_version
+
             spec = self.world_spec(release)
             parts = [f"size={spec.size}", f"seed={spec.seed}", f"version={spec.version}"]
             if spec.files:
                 parts.append(f"files={spec.files}")
-            return "embedded world " + " ".join(parts)
+            # The generator's code too: a changed world must not reuse what an older one staged.
+            return "embedded world " + " ".join(parts) + f" code={code_version()}"
         return f"{self.source} {self.sparql_endpoint} {self.wikipedia_api} {self.commons_api}"
 
     def identity_key(self, release: str | None = None) -> str:

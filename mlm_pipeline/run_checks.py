@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 from dagster import Config, Executor, ExecutorDefinition, JobDefinition, multi_or_in_process_executor
 from pydantic import ValidationError
 
-from mlm_pipeline.resources import ConfigError
+from mlm_pipeline.endpoints import ConfigError
 
 
 class RunConfigError(ConfigError):
@@ -75,6 +75,17 @@ def check_run_config(run_config: Mapping[str, Any], job: JobDefinition) -> None:
         raise RunConfigError(problems)
 
 
+def check_release_key(key: str) -> None:
+    """A release partition added by hand ("Add partition" in the UI) that the embedded world never
+    published is refused here, before any step, naming the releases it did publish. Other sources
+    are asked by the first stage, which compares the key with the data version they serve."""
+    from mlm_pipeline.resources import wikimedia_from_env
+
+    source = wikimedia_from_env()
+    if source.source == "embedded":
+        source.world_spec(key)  # ConfigError naming the published releases
+
+
 class _CheckingExecutor(Executor):
     """Dagster's default executor, after the run config has passed ``check_run_config``."""
 
@@ -83,6 +94,8 @@ class _CheckingExecutor(Executor):
 
     def execute(self, plan_context, execution_plan):  # type: ignore[no-untyped-def]
         check_run_config(plan_context.run_config, plan_context.job.get_definition())
+        if key := plan_context.dagster_run.tags.get("dagster/partition"):
+            check_release_key(key)
         yield from self._inner.execute(plan_context, execution_plan)
 
     @property

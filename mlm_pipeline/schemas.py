@@ -239,6 +239,16 @@ def search_index_schema(dim: int) -> pa.Schema:
     )
 
 
+# Stage 11: the files of a release's package (release_package), the SHA256SUMS as a table.
+PACKAGE_MANIFEST = pa.schema(
+    [
+        ("path", STR),  # relative to the package folder, e.g. mlm_irle/train-00000-of-00001.parquet
+        ("bytes", pa.int64()),
+        ("sha256", STR),
+    ]
+)
+
+
 SORT_KEYS: dict[str, list[str]] = {
     "settlement_classes": ["qid"],
     "entities": ["qid"],

@@ -16,4 +16,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# The code location loads and its definitions are valid, as `dg` (dagster-dg-cli) checks them.
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs
+
 exec .venv/bin/python -m pytest "$@"

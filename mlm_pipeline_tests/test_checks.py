@@ -13,7 +13,7 @@ from PIL import Image
 from mlm_pipeline import checks, schemas
 from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 
 LANGUAGES = ("en", "de", "fr")

@@ -12,7 +12,7 @@ from mlm_pipeline import schemas
 from mlm_pipeline.assets import filtering, images, summaries
 from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.shards import release_folder, store_table, stored_table
 from mlm_pipeline.storage import StorageResource

@@ -19,7 +19,7 @@ from mlm_pipeline.download.images import (
 )
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
-from mlm_pipeline.resources import ConfigError, user_agent
+from mlm_pipeline.endpoints import ConfigError, user_agent
 from mlm_pipeline.world import Served, World, expected, running_world
 from mlm_pipeline.world.builder import FileInfo
 from mlm_pipeline.world.commons_server import (

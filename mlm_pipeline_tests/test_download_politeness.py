@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, PoliteSession, serial_pool
-from mlm_pipeline.resources import ConfigError, user_agent
+from mlm_pipeline.endpoints import ConfigError, user_agent
 from mlm_pipeline.world.serving import RunningServer, start_server
 from mlm_pipeline.world.wiki_server import user_agent_problem
 

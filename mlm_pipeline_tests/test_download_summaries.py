@@ -16,7 +16,7 @@ from mlm_pipeline import schemas, sql
 from mlm_pipeline.download.politeness import Politeness, PoliteSession
 from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.download.summaries import STAGED_SUMMARIES, SummaryPlan, assemble, download_summaries, wanted_titles
-from mlm_pipeline.resources import ConfigError, user_agent
+from mlm_pipeline.endpoints import ConfigError, user_agent
 from mlm_pipeline.world import Served, World, running_world
 from mlm_pipeline.world.wiki_server import WikiIndex, normalize_title, served_counts
 

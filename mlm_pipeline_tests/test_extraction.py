@@ -10,7 +10,7 @@ import pytest
 
 from mlm_pipeline import schemas
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.sparql import queries as Q
 from mlm_pipeline.sparql.client import QueryFailed, RetryPolicy, SparqlClient

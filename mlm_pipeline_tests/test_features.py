@@ -28,7 +28,7 @@ from mlm_pipeline.encoders.text import TextModelError, build_text_encoder
 from mlm_pipeline.encoders.vectors import vector_matrix
 from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.shards import release_folder, store_table, stored_table
 from mlm_pipeline.storage import StorageResource
 

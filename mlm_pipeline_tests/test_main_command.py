@@ -1,7 +1,7 @@
 """The README's main command, as a user runs it: ``mlm-pipeline main`` on a fresh instance.
 
-It registers the served release and shells out to ``dagster asset materialize --select '*'``,
-so this test covers the CLI path CI and users take, not an in-process shortcut: every asset of
+It registers the served release and shells out to ``dg launch --assets '*'`` (Dagster's
+``dagster asset materialize``), so this test covers the CLI path CI and users take, not an in-process shortcut: every asset of
 the code location must end up stored as Parquet for the release, with its checks passing.
 """
 
@@ -47,7 +47,12 @@ def test_main_command_builds_every_asset_of_the_tiny_release(tmp_path: Path, tin
         timeout=1800,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert "RUN_SUCCESS" in run.stdout + run.stderr
+    output = (run.stdout + run.stderr).splitlines()
+    assert f"release {tiny_world.release}: run " in run.stdout and "ended SUCCESS" in run.stdout
+    # Progress and results, not one DEBUG line per step event (nine in ten lines before).
+    debug = [line for line in output if " - DEBUG - " in line]
+    assert len(debug) < len(output) / 2, f"{len(debug)} of {len(output)} lines are DEBUG"
+    assert not [line for line in output if "Warning" in line], "the README's command printed a warning"
 
     keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string())
     missing = [k.to_user_string() for k in keys if not release_folder(data, k.to_user_string(), tiny_world.release).is_dir()]
@@ -56,8 +61,26 @@ def test_main_command_builds_every_asset_of_the_tiny_release(tmp_path: Path, tin
     assert sorted(entities.column("qid").to_pylist()) == sorted(tiny_world.truth.entities)
 
     with DagsterInstance.from_config(str(home)) as instance:
+        runs = len(instance.get_runs())
+    again = subprocess.run(
+        [sys.executable, "-m", "mlm_pipeline.cli", "main", "--release", tiny_world.release],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0 and f"all {len(keys)} selected assets are already materialised" in again.stdout
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert len(instance.get_runs()) == runs  # the second main started nothing
         assert instance.get_dynamic_partitions("release") == [tiny_world.release]
         for key in keys:
             event = instance.get_latest_materialization_event(AssetKey(key.path))
             assert event is not None, key
             assert event.asset_materialization.partition == tiny_world.release
+
+
+def test_version_and_help_are_plain_text() -> None:
+    from mlm_pipeline import __version__
+
+    shown = subprocess.run([sys.executable, "-m", "mlm_pipeline.cli", "--version"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"mlm-pipeline {__version__}"
+    helped = subprocess.run([sys.executable, "-m", "mlm_pipeline.cli", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "main" in helped.stdout and "``" not in helped.stdout

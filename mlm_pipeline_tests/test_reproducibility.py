@@ -24,6 +24,7 @@ from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.shards import release_folder
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
+from mlm_pipeline.world.rdf import code_version
 
 ASSETS = load_assets_from_modules(STAGES)
 TALKS_TO_SOURCE = ("settlement_classes", "entities", "summaries", "images")
@@ -114,7 +115,7 @@ def test_every_materialisation_records_what_it_came_from(builds: tuple[Build, Bu
     assert {name: keys for name, keys in missing.items() if keys} == {}
     for name in TALKS_TO_SOURCE:
         entries = metadata[name]
-        assert entries["provenance/source"].value == "embedded world size=tiny seed=1234 version=1", name
+        assert entries["provenance/source"].value == f"embedded world size=tiny seed=1234 version=1 code={code_version()}", name
         assert "provenance/config" in entries, name
     for name in QUERIES_SPARQL:
         entries = metadata[name]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlm_pipeline.resources import ConfigError, WikimediaResource, wikimedia_from_env
+from mlm_pipeline.endpoints import ConfigError
+from mlm_pipeline.resources import WikimediaResource, wikimedia_from_env
 
 
 def test_sources_serving_different_data_never_share_a_staging_key() -> None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mlm_pipeline import cli
 from mlm_pipeline.definitions import defs
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_checks import config_classes, run_config_problems
 from mlm_pipeline.run_profiles import run_config_for
@@ -117,6 +117,22 @@ def test_a_run_with_bad_config_fails_before_its_first_step(dagster_instance) -> 
     message = failure.dagster_event.event_specific_data.error.message  # type: ignore[union-attr]
     assert "ops.geo_cells.config: geo-cell thresholds" in message
     assert "ops.settlement_classes.config.backoff_base_s" in message
+
+
+def test_a_release_the_world_never_published_fails_before_its_first_step(dagster_instance) -> None:
+    """A key added by hand ("Add partition" in the UI) is refused when its run starts, naming
+    the releases the embedded world did publish."""
+    dagster_instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, ["2031-02-30"])
+    with execute_job(
+        reconstructable(release_job), dagster_instance, tags={"dagster/partition": "2031-02-30"}, raise_on_error=False,
+    ) as result:
+        assert not result.success
+        events = dagster_instance.all_logs(result.run_id)
+    kinds = {e.dagster_event.event_type for e in events if e.dagster_event}
+    assert DagsterEventType.STEP_START not in kinds
+    failure = next(e for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RUN_FAILURE)
+    message = failure.dagster_event.event_specific_data.error.message  # type: ignore[union-attr]
+    assert "release '2031-02-30'" in message and "has published 2026-01-05" in message
 
 
 def test_the_cli_prints_one_line_per_problem_and_does_nothing(tmp_path, monkeypatch, capsys) -> None:

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from mlm_pipeline.provenance import provenance
-from mlm_pipeline.resources import Endpoints, WikimediaResource
+from mlm_pipeline.endpoints import Endpoints
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.world import Served, WorldSpec, rdf
 
 UA = {"User-Agent": "mlm-pipeline-tests/0 (https://example.org/tests) requests"}

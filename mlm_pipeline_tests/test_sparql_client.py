@@ -16,7 +16,7 @@ from typing import Iterator
 import pyoxigraph as ox
 import pytest
 
-from mlm_pipeline.resources import ConfigError
+from mlm_pipeline.endpoints import ConfigError
 from mlm_pipeline.sparql import queries as Q
 from mlm_pipeline.sparql.client import (
     Query,
@@ -413,7 +413,7 @@ def test_configuration_errors_name_the_field() -> None:
 
 
 def test_dataset_version_and_release_key(endpoint: Endpoint) -> None:
-    from mlm_pipeline.resources import Endpoints
+    from mlm_pipeline.endpoints import Endpoints
 
     eps = Endpoints(endpoint.url, "", "", "", "mlm-pipeline-test/0 (test@example.org)", live=False)
     version = Q.fetch_dataset_version(eps)

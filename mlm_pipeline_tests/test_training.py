@@ -19,7 +19,7 @@ from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.tasks import LOCATION_IMAGE
 from mlm_pipeline.model.train import check_optimised, load_checkpoint, train
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline_tests.test_model import load, synthetic_tables
 from mlm_pipeline.shards import stored_table
@@ -140,6 +140,9 @@ def test_models_and_both_result_tables_materialise(dagster_instance: DagsterInst
 
     materialisation = result.asset_materializations_for_node("model_multitask_mlm_irle")[0]
     assert materialisation.metadata["learning_curve"].value.startswith("![model_multitask_mlm_irle learning curve](data:image/png;base64,")
+    figures = sorted(p.name for p in (root / "figures" / RELEASE).glob("learning_curve_*.png"))
+    assert figures == sorted(f"learning_curve_{a.key.path[-1]}.png" for a in training.model_assets)
+    assert materialisation.metadata["learning_curve_path"].value.endswith("learning_curve_model_multitask_mlm_irle.png")
     assert materialisation.metadata["dropouts"].value == {"no_image_features": 1}
     assert f"| {lost} | no_image_features |" in materialisation.metadata["dropout_examples"].value
 

@@ -27,7 +27,7 @@ from mlm_pipeline.geo.versions import (
 )
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.shards import store_table, stored_table
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
 

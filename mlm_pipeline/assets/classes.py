@@ -5,9 +5,10 @@ from pydantic import Field
 
 from mlm_pipeline import pools
 from mlm_pipeline.config_rules import Qid
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
-from mlm_pipeline.resources import Endpoints, WikimediaResource
+from mlm_pipeline.endpoints import Endpoints
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.sparql.client import ClientStats, RetryPolicy, SparqlClient
 from mlm_pipeline.sparql.closure import fetch_closure
 from mlm_pipeline.sparql.queries import check_endpoint, check_release, fetch_dataset_version
@@ -69,7 +70,6 @@ class SettlementClassesConfig(SparqlQueryConfig):
 
 @asset(
     partitions_def=release_partitions,
-    code_version="1",
     pool=pools.WIKIDATA_QUERY,
     description="Subclasses of the base class up to max_hops wdt:P279 hops, with shortest hop "
     "count, a parent on a shortest path and the English label (schemas.SETTLEMENT_CLASSES).",

@@ -12,7 +12,7 @@ from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
 from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline import pools, schemas
 from mlm_pipeline.config_rules import LanguageCodes, PropertyIds
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.sparql.extraction import REASONS, STAGE, Extraction, ExtractionSettings, extract_entities
@@ -62,7 +62,6 @@ def reasons_markdown(counts: Counter, candidates: int) -> str:
     ),
     ins={"settlement_classes": AssetIn()},
     partitions_def=release_partitions,
-    code_version="1",
     pool=pools.WIKIDATA_QUERY,
     can_subset=True,
 )

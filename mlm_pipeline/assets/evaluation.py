@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
 from pydantic import Field
 
 from mlm_pipeline import schemas
 from mlm_pipeline.config_rules import Device
-from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, CELL_TABLES, GROUP, model_name
+from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, CELL_TABLES, model_name
 from mlm_pipeline.model import metrics
 from mlm_pipeline.model.tasks import Task
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.storage import StorageResource
 
@@ -319,68 +319,87 @@ def _model_ins(systems: dict[str, Task]) -> dict[str, AssetIn]:
     }
 
 
-@asset(
-    partitions_def=release_partitions,
-    code_version="2",
-    group_name=GROUP,
-    ins={**_model_ins(RETRIEVAL_SYSTEMS), **{v: AssetIn(key=v) for v in BENCHMARK_VERSIONS}},
-    description="Table 3: medR and R@1/5/10, image->text and text->image, multitask vs single-task IR.",
-)
-def retrieval_results(
-    context: AssetExecutionContext,
-    config: EvaluationConfig,
-    storage: StorageResource,
-    splits: pa.Table,
-    image_features: pa.Table,
-    text_features: pa.Table,
-    class_features: pa.Table,
-    **inputs: pa.Table,
-) -> pa.Table:
-    tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
-              "class_features": class_features, **inputs}
-    rows = _evaluate_systems(
-        context, config, storage, tables, RETRIEVAL_SYSTEMS, "retrieval_results", retrieval_rows,
-        lambda version, data, model: chance_retrieval_rows(version, model),
+@dataclass(frozen=True)
+class ResultsTable:
+    """What sets Table 3 and Table 4 apart; the rest of their assets is one factory's."""
+
+    name: str
+    description: str
+    systems: dict[str, Task]
+    schema: pa.Schema
+    rows_for: Callable[[str, str, EvaluatedModel, dict[str, pa.Table]], list[dict[str, object]]]
+    chance_for: Callable[[str, "VersionData", EvaluatedModel, dict[str, pa.Table]], list[dict[str, object]]]
+    markdown: Callable[[pa.Table], str]
+    metadata_key: str  # the table's entry in the asset's metadata
+    file: str  # the Markdown file's name under results/<release>/
+    cells: bool  # whether the version's cell table is an input
+
+
+def results_asset(spec: ResultsTable) -> AssetsDefinition:
+    cell_ins = {t: AssetIn(key=t) for t in CELL_TABLES.values()} if spec.cells else {}
+
+    @asset(
+        name=spec.name,
+        partitions_def=release_partitions,
+        ins={**_model_ins(spec.systems), **{v: AssetIn(key=v) for v in BENCHMARK_VERSIONS}, **cell_ins},
+        description=spec.description,
     )
-    table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.RETRIEVAL_RESULTS), "retrieval_results")
-    _publish(context, config, storage, "table_3", "table3_retrieval", table3_markdown(table))
-    return table
+    def results(
+        context: AssetExecutionContext,
+        config: EvaluationConfig,
+        storage: StorageResource,
+        splits: pa.Table,
+        image_features: pa.Table,
+        text_features: pa.Table,
+        class_features: pa.Table,
+        **inputs: pa.Table,
+    ) -> pa.Table:
+        tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
+                  "class_features": class_features, **inputs}
+        rows = _evaluate_systems(
+            context,
+            config,
+            storage,
+            tables,
+            spec.systems,
+            spec.name,
+            lambda version, system, model: spec.rows_for(version, system, model, inputs),
+            lambda version, data, model: spec.chance_for(version, data, model, inputs),
+            cells=spec.cells,
+        )
+        table = schemas.sort_table(pa.Table.from_pylist(rows, schema=spec.schema), spec.name)
+        _publish(context, config, storage, spec.metadata_key, spec.file, spec.markdown(table))
+        return table
+
+    return results
 
 
-@asset(
-    partitions_def=release_partitions,
-    code_version="2",
-    group_name=GROUP,
-    ins={
-        **_model_ins(LOCATION_SYSTEMS),
-        **{v: AssetIn(key=v) for v in BENCHMARK_VERSIONS},
-        **{t: AssetIn(key=t) for t in CELL_TABLES.values()},
-    },
-    description="Table 4: top-1 geo-cell P/R/weighted F1 from image and text, and shares within 1..2500 km.",
+retrieval_results = results_asset(
+    ResultsTable(
+        name="retrieval_results",
+        description="Table 3: medR and R@1/5/10, image->text and text->image, multitask vs single-task IR.",
+        systems=RETRIEVAL_SYSTEMS,
+        schema=schemas.RETRIEVAL_RESULTS,
+        rows_for=lambda version, system, model, inputs: retrieval_rows(version, system, model),
+        chance_for=lambda version, data, model, inputs: chance_retrieval_rows(version, model),
+        markdown=table3_markdown,
+        metadata_key="table_3",
+        file="table3_retrieval",
+        cells=False,
+    )
 )
-def location_results(
-    context: AssetExecutionContext,
-    config: EvaluationConfig,
-    storage: StorageResource,
-    splits: pa.Table,
-    image_features: pa.Table,
-    text_features: pa.Table,
-    class_features: pa.Table,
-    **inputs: pa.Table,
-) -> pa.Table:
-    tables = {"splits": splits, "image_features": image_features, "text_features": text_features,
-              "class_features": class_features, **inputs}
-    rows = _evaluate_systems(
-        context,
-        config,
-        storage,
-        tables,
-        LOCATION_SYSTEMS,
-        "location_results",
-        lambda version, system, model: location_rows(version, system, model, inputs[CELL_TABLES[version]]),
-        lambda version, data, model: chance_location_rows(version, data, inputs[CELL_TABLES[version]]),
+
+location_results = results_asset(
+    ResultsTable(
+        name="location_results",
+        description="Table 4: top-1 geo-cell P/R/weighted F1 from image and text, and shares within 1..2500 km.",
+        systems=LOCATION_SYSTEMS,
+        schema=schemas.LOCATION_RESULTS,
+        rows_for=lambda version, system, model, inputs: location_rows(version, system, model, inputs[CELL_TABLES[version]]),
+        chance_for=lambda version, data, model, inputs: chance_location_rows(version, data, inputs[CELL_TABLES[version]]),
+        markdown=table4_markdown,
+        metadata_key="table_4",
+        file="table4_location",
         cells=True,
     )
-    table = schemas.sort_table(pa.Table.from_pylist(rows, schema=schemas.LOCATION_RESULTS), "location_results")
-    _publish(context, config, storage, "table_4", "table4_location", table4_markdown(table))
-    return table
+)

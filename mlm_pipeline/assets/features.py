@@ -24,7 +24,7 @@ from mlm_pipeline.encoders.settings import (
     ResNetArch,
     branch_specs,
 )
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
@@ -89,7 +89,6 @@ class TextFeaturesConfig(Config):
     ),
     ins={"images_filtered": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="3",
     pool=pools.COMPUTE,
     can_subset=True,
 )
@@ -161,7 +160,6 @@ def _text_metadata(context: AssetExecutionContext, config: TextFeaturesConfig, e
 @asset(
     ins={"summaries": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="3",
     pool=pools.COMPUTE,
     description="One vector per summary (entity, language) of MLM-irle: 500-character chunks on word "
     "boundaries, token vectors mean-pooled per chunk, chunk vectors averaged.",
@@ -181,7 +179,6 @@ def text_features(
 @asset(
     ins={"entities": AssetIn(), "mlm_irle": AssetIn()},
     partitions_def=release_partitions,
-    code_version="3",
     pool=pools.COMPUTE,
     description="One vector per triple class of MLM-irle's entities: its English label through the text encoder.",
 )

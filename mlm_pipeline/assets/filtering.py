@@ -9,7 +9,7 @@ from mlm_pipeline import schemas, sql
 from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.config_rules import PixelLimit
 from mlm_pipeline.download.filtering import filter_images
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
@@ -28,7 +28,6 @@ class ImagesFilteredConfig(Config):
     ),
     ins={"images": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
     can_subset=True,
 )
 def images_filtered(

@@ -9,7 +9,7 @@ from pydantic import model_validator
 from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.geo.cells import CellParams, build_cells, cell_shortage
 from mlm_pipeline.geo.versions import cell_inputs
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
@@ -40,7 +40,6 @@ class GeoCellsConfig(Config):
     ),
     ins={"entities": AssetIn(), "summaries": AssetIn(), "images_filtered": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
     can_subset=True,
 )
 def geo_cells(

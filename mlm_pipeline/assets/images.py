@@ -19,7 +19,7 @@ from mlm_pipeline.download.images import (
     wanted_files,
 )
 from mlm_pipeline.download.staging import Staging
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.shards import StoredTable
@@ -60,7 +60,6 @@ class ImagesConfig(PoliteDownloadConfig):
     ),
     ins={"entities": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
     pool=pools.WIKIMEDIA_MEDIA,
     can_subset=True,
 )

@@ -15,7 +15,7 @@ from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, Outp
 from pydantic import Field
 
 from mlm_pipeline.assets.summaries import SummariesConfig
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import package_versions, provenance, recorded_config, recorded_metadata
 from mlm_pipeline.release_package.build import INPUTS, PackagePlan, build_package
 from mlm_pipeline.release_package.rows import ReadImage
@@ -76,8 +76,6 @@ def _recorded(context: AssetExecutionContext, release: str) -> dict[str, dict[st
 @asset(
     deps=[AssetKey(name) for name in INPUTS],
     partitions_def=release_partitions,
-    code_version="1",
-    group_name="publish",
     description="The release as a dataset package: Parquet shards per version and split (Hugging Face Image "
     "layout), dataset card, Croissant 1.1, attribution per image, licence per part, provenance, SHA256SUMS. "
     "The table lists the package's files with their sha256.",

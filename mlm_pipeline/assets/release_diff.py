@@ -23,7 +23,7 @@ from dagster import (
 
 
 from mlm_pipeline.diff import Release, diff_counts, diff_releases, previous_release
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME, release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
@@ -72,7 +72,6 @@ def releases_being_built(instance: DagsterInstance) -> set[str]:
 
 @asset(
     partitions_def=release_partitions,
-    code_version="3",
     description="Entities added, removed and changed (coordinates, classes, images, summaries) "
     "against the previous release.",
 )

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from mlm_pipeline.assets.training import BENCHMARK_VERSIONS, model_name
 from mlm_pipeline.model.tasks import TASKS
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.storage import StorageResource
 
@@ -52,8 +52,6 @@ def _load(storage: StorageResource, name: str, curve: pa.Table, device: str) -> 
 
 @asset(
     partitions_def=release_partitions,
-    code_version="1",
-    group_name="search",
     ins={
         "images_filtered": AssetIn(metadata={"columns": ["qid", "file_name", "sha256"]}),
         "mlm_irle": AssetIn(metadata={"columns": ["qid", "lat", "lon", "classes"]}),

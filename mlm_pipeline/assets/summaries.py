@@ -19,9 +19,10 @@ from mlm_pipeline.download.summaries import (
     fetch_summaries,
     wanted_titles,
 )
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
-from mlm_pipeline.resources import Endpoints, WikimediaResource
+from mlm_pipeline.endpoints import Endpoints
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
 
@@ -90,7 +91,6 @@ class SummariesConfig(PoliteDownloadConfig):
     ),
     ins={"entities": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
     pool=pools.WIKIPEDIA_API,
     can_subset=True,
 )

@@ -23,7 +23,7 @@ from mlm_pipeline.config_rules import Device
 from mlm_pipeline.model import metrics
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.tasks import LOSS_NAMES, TASKS, Task
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.storage import StorageResource
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 BENCHMARK_VERSIONS = ("mlm_irle", "mlm_irle_gr")
 CELL_TABLES = {"mlm_irle": "geo_cells", "mlm_irle_gr": "mlm_irle_gr_cells"}
 TASK_TITLES = {"multitask": "multitask IR+LE", "ir": "single-task retrieval", "le": "single-task location"}
-GROUP = "benchmark"
 
 
 PAPER = TrainSettings()
@@ -133,8 +132,6 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
     @asset(
         name=name,
         partitions_def=release_partitions,
-        code_version="2",
-        group_name=GROUP,
         ins={"version_table": AssetIn(key=version), "cells": AssetIn(key=CELL_TABLES[version])},
         description=f"{TASK_TITLES[task]} model trained on {version}: learning curve, best checkpoint.",
     )
@@ -168,6 +165,8 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
             result = train(data, task, config.settings(), absolute, extra={"protocol": protocol}, log=context.log)
         table = learning_curve_table(name, version, task, result, relative.as_posix())
         png = learning_curve_png(result.history, f"{name} (release {release})", result.best_epoch)
+        figure = storage.folder("figures", release) / f"learning_curve_{name}.png"  # beside Figure 2
+        figure.write_bytes(png)
         reasons = Counter(data.dropouts.column("reason").to_pylist())
         context.add_output_metadata(
             {
@@ -176,6 +175,7 @@ def build_model_asset(task: Task, version: str) -> AssetsDefinition:
                 "best_val_loss": result.best_val_loss,
                 "checkpoint": MetadataValue.path(str(absolute)),
                 "learning_curve": MetadataValue.md(png_markdown(png, f"{name} learning curve")),
+                "learning_curve_path": MetadataValue.path(str(figure)),
                 "entities": MetadataValue.json({s: len(d) for s, d in data.splits.items()}),
                 "cells": data.n_cells,
                 "dimensions": MetadataValue.json(

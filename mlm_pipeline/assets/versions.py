@@ -13,7 +13,7 @@ from mlm_pipeline.geo.cells import CellParams, cell_shortage
 from mlm_pipeline.geo.countries import CITY_POPULATIONS, geocoder
 from mlm_pipeline.geo.stats import data_uri_markdown, figure2_png, table2, table2_markdown
 from mlm_pipeline.geo.versions import Quota, assign_splits, build_mlm, build_mlm_irle, build_mlm_irle_gr, check_ratios
-from mlm_pipeline.partitions import release_partitions
+from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
@@ -67,7 +67,6 @@ def _quota_markdown(quotas: list[Quota]) -> str:
         "geo_cell_dropouts": AssetIn(),
     },
     partitions_def=release_partitions,
-    code_version="2",
     can_subset=True,
 )
 def dataset_versions(
@@ -159,7 +158,6 @@ class SplitsConfig(Config):
 @asset(
     ins={"mlm": AssetIn(), "mlm_irle": AssetIn(), "mlm_irle_gr": AssetIn()},
     partitions_def=release_partitions,
-    code_version="2",
     description="Train/val/test by entity for each version (keyed hash of seed and entity id).",
 )
 def splits(
@@ -190,7 +188,6 @@ def splits(
         "splits": AssetIn(),
     },
     partitions_def=release_partitions,
-    code_version="2",
     description="The paper's Table 2 per version (plus cells, splits, entities per continent) and Figure 2.",
 )
 def dataset_stats(

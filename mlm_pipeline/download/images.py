@@ -35,7 +35,7 @@ from mlm_pipeline.download.politeness import FetchFailed, Invalid, Politeness, P
 from mlm_pipeline.download.progress import Progress
 from mlm_pipeline.download.staging import STAGED_FAILURES, BatchOutcome, BatchRunner, Staging, chunks, pending_keys
 from mlm_pipeline.download.validate import ImageFacts, TooManyPixels, inspect_image, max_pixels_problem
-from mlm_pipeline.resources import ConfigError
+from mlm_pipeline.endpoints import ConfigError
 
 STAGE = "images"
 STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)

@@ -30,7 +30,7 @@ import aiohttp
 from yarl import URL
 
 from mlm_pipeline.backoff import backoff_delay, parse_retry_after
-from mlm_pipeline.resources import ConfigError
+from mlm_pipeline.endpoints import ConfigError
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})

@@ -25,7 +25,7 @@ import pyarrow as pa
 from mlm_pipeline import sql
 from mlm_pipeline.download.progress import Progress
 from mlm_pipeline.shards import write_parquet
-from mlm_pipeline.resources import ConfigError
+from mlm_pipeline.endpoints import ConfigError
 
 STR = pa.string()
 

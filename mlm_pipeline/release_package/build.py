@@ -37,6 +37,7 @@ from mlm_pipeline.release_package.attribution import write_attribution
 from mlm_pipeline.release_package.card import FIGURE, CardFacts, card, licence_file
 from mlm_pipeline.release_package.croissant import croissant
 from mlm_pipeline.release_package.rows import ReadImage, hf_schema, version_batches
+from mlm_pipeline.schemas import PACKAGE_MANIFEST
 from mlm_pipeline.release_package.writer import SplitWriter
 from mlm_pipeline.sql import Source
 
@@ -44,7 +45,6 @@ MANIFEST = "SHA256SUMS"
 INPUTS = ("entities", "summaries", "images", "images_filtered", "splits", "geo_cells", "mlm_irle_gr_cells",
           "dataset_stats", *VERSIONS)
 """The release's tables a package is made from (asset names)."""
-MANIFEST_SCHEMA = pa.schema([("path", pa.string()), ("bytes", pa.int64()), ("sha256", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class PackagePlan:
 @dataclass(frozen=True)
 class Packaged:
     folder: Path
-    manifest: pa.Table  # MANIFEST_SCHEMA, by path
+    manifest: pa.Table  # PACKAGE_MANIFEST, by path
     split_rows: dict[str, dict[str, int]]
     images: dict[str, int]  # per version
     attribution: dict[str, int]
@@ -161,7 +161,7 @@ def _manifest(folder: Path) -> pa.Table:
         "path": [p.relative_to(folder).as_posix() for p in paths],
         "bytes": [p.stat().st_size for p in paths],
         "sha256": [sha256_of(p) for p in paths],
-    }, schema=MANIFEST_SCHEMA)
+    }, schema=PACKAGE_MANIFEST)
 
 
 def _replace(scratch: Path, target: Path) -> None:

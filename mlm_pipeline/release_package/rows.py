@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from mlm_pipeline import schemas
 from mlm_pipeline.download.validate import SVG_SUFFIXES
-from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
+from mlm_pipeline.geo.versions import SPLIT_NAMES
 
 STR = pa.string()
 SUMMARY = pa.struct([("lang", STR), ("title", STR), ("text", STR), ("revision", pa.int64())])

@@ -22,9 +22,9 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
-from mlm_pipeline.resources import CADENCES, Cadence, ConfigError, Endpoints
+from mlm_pipeline.endpoints import ConfigError, Endpoints
 from mlm_pipeline.sparql.client import Query, QueryFailed, Row, SparqlClient
 
 WD = "http://www.wikidata.org/entity/"
@@ -48,6 +48,10 @@ ENDPOINT_RE = re.compile(
     r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?"
     r"(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?"
 )
+Cadence = Literal["daily", "weekly", "iso_week"]
+CADENCES: tuple[Cadence, ...] = ("daily", "weekly", "iso_week")
+"""How a source's release keys follow its data version (``release_key``)."""
+
 VERSION_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(T[0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?")
 
 

@@ -6,10 +6,9 @@ period it falls in (``release_cadence``: the week's Monday by default, or its IS
 "is there a new release?" is one small SPARQL query and a live source gets one release a week. The
 sensor asks it often and stays quiet while the answer is unchanged; the schedule asks it once a
 week as a safety net when the sensor is switched off. Both register the release as a ``release``
-partition and request one run of the whole graph for it, keyed by the release, so asking twice
-never builds a release twice. Before requesting a run they create the concurrency pools'
-slots (``mlm_pipeline.pools``), which is what makes two runs share Wikimedia's limits, and
-take back the slots of runs that died; ``dead_run_sensor`` does that every minute as well, so a
+partition (through ``mlm_pipeline.release``, as the CLI does) and request one run of the whole
+graph for it, keyed by the release, so asking twice never builds a release twice.
+``dead_run_sensor`` takes back the pool slots of runs that died every minute as well, so a
 killed run never blocks the runs launched after it from the UI.
 """
 
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from typing import Collection
 
 from dagster import (
-    DagsterInstance,
     DagsterInvalidDefinitionError,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -34,12 +32,12 @@ from dagster import (
     sensor,
 )
 
-from mlm_pipeline import pools
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME, release_partitions
-from mlm_pipeline.resources import Cadence, ConfigError, WikimediaResource
 from mlm_pipeline.pools import reclaim_dead_runs
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME, prepare, register, release_partitions, served_version
+from mlm_pipeline.endpoints import ConfigError
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
-from mlm_pipeline.sparql.queries import fetch_dataset_version, release_key
+from mlm_pipeline.sparql.queries import Cadence, release_key
 
 RELEASE_JOB = "mlm_release"
 """The job in definitions.py that builds every asset of one release."""
@@ -50,9 +48,6 @@ DEFAULT_CRON = "0 3 * * 1"
 SENSOR_INTERVAL_ENV = "MLM_RELEASE_SENSOR_INTERVAL_S"
 DEFAULT_SENSOR_INTERVAL_S = 3600
 """An hour: a new release takes far longer than that to build, and each look costs a query."""
-
-POOL_LIMIT_WITHOUT_DEFAULT = 1
-"""Slots for a pool when the instance's dagster.yaml sets no ``concurrency.pools.default_limit``."""
 
 TRIGGER_TAG = "mlm/trigger"
 VERSION_TAG = "mlm/dataset_version"
@@ -86,32 +81,6 @@ def plan_refresh(
     return Refresh(dataset_version, key, None)
 
 
-def served_version(wikimedia: WikimediaResource) -> str:
-    """Ask the configured source; for the embedded world this starts (and stops) its servers."""
-    with wikimedia.open() as endpoints:
-        return fetch_dataset_version(endpoints)
-
-
-def ensure_pools(instance: DagsterInstance) -> list[str]:
-    """Create the pools' slots before any run needs them; returns the pools created.
-
-    Dagster creates a pool's slots lazily when a step first claims it, and two runs doing that
-    at the same moment on SQLite storage can both get in. Creating them here, in the one
-    process that requests runs, closes that window. Limits already set (by dagster.yaml's
-    default or ``dagster instance concurrency set``) are left alone.
-    """
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return []
-    created = [pool for pool in pools.ALL if pool not in storage.get_concurrency_keys()]
-    for pool in created:
-        if instance.global_op_concurrency_default_limit is None:
-            storage.set_concurrency_slots(pool, POOL_LIMIT_WITHOUT_DEFAULT)
-        else:
-            storage.initialize_concurrency_limit_to_default(pool)
-    return created
-
-
 def _run_request(refresh: Refresh, trigger: str, wikimedia: WikimediaResource) -> RunRequest:
     return RunRequest(
         run_key=refresh.key,
@@ -120,6 +89,12 @@ def _run_request(refresh: Refresh, trigger: str, wikimedia: WikimediaResource) -
         run_config=run_config_for(wikimedia),
         tags={TRIGGER_TAG: trigger, VERSION_TAG: refresh.dataset_version},
     )
+
+
+def _announce(context: SensorEvaluationContext | ScheduleEvaluationContext, refresh: Refresh, dead: list[str]) -> None:
+    for run_id in dead:
+        context.log.warning(f"run {run_id} died (its processes are gone): marked failed, its pool slots freed")
+    context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
 
 
 def sensor_interval() -> int:
@@ -145,9 +120,7 @@ def new_release_sensor(context: SensorEvaluationContext, wikimedia: WikimediaRes
     )
     if not refresh.is_new:
         return SensorResult(skip_reason=SkipReason(refresh.skip_reason), cursor=refresh.dataset_version)
-    ensure_pools(context.instance)
-    reclaim_dead_runs(context.instance)
-    context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
+    _announce(context, refresh, prepare(context.instance))
     return SensorResult(
         run_requests=[_run_request(refresh, "sensor", wikimedia)],
         dynamic_partitions_requests=[release_partitions.build_add_request([refresh.key])],
@@ -168,10 +141,7 @@ def release_schedule(cron: str) -> ScheduleDefinition:
         )
         if not refresh.is_new:
             return SkipReason(refresh.skip_reason)
-        ensure_pools(context.instance)
-        reclaim_dead_runs(context.instance)
-        context.instance.add_dynamic_partitions(RELEASE_PARTITIONS_NAME, [refresh.key])
-        context.log.info(f"new dataset version {refresh.dataset_version}: release {refresh.key}")
+        _announce(context, refresh, register(context.instance, refresh.key))
         return _run_request(refresh, "schedule", wikimedia)
 
     try:

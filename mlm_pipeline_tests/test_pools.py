@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 from dagster import AssetsDefinition, DagsterInstance, DagsterRunStatus, build_sensor_context, instance_for_test
 
-from mlm_pipeline import ops, pools
+from mlm_pipeline import automation, pools
 from mlm_pipeline.definitions import defs
 from mlm_pipeline.shards import stored_table
 from mlm_pipeline.world import World
@@ -64,14 +64,14 @@ def test_ensure_pools_creates_missing_pools_once_and_keeps_set_limits(tmp_path) 
     (tmp_path / "a").mkdir()
     with instance_for_test(overrides=project_instance_config(), temp_dir=str(tmp_path / "a")) as instance:
         instance.event_log_storage.set_concurrency_slots(pools.WIKIMEDIA_MEDIA, 3)
-        assert sorted(ops.ensure_pools(instance)) == sorted({*pools.ALL} - {pools.WIKIMEDIA_MEDIA})
-        assert ops.ensure_pools(instance) == []
+        assert sorted(pools.ensure_pools(instance)) == sorted({*pools.ALL} - {pools.WIKIMEDIA_MEDIA})
+        assert pools.ensure_pools(instance) == []
         slots = {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in pools.ALL}
         assert slots == {pool: 3 if pool == pools.WIKIMEDIA_MEDIA else 1 for pool in pools.ALL}
     (tmp_path / "b").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "b")) as instance:  # no default limit configured
         assert instance.global_op_concurrency_default_limit is None
-        ops.ensure_pools(instance)
+        pools.ensure_pools(instance)
         assert {instance.event_log_storage.get_concurrency_info(p).slot_count for p in pools.ALL} == {1}
 
 
@@ -106,7 +106,7 @@ def test_two_runs_never_hold_a_pool_at_once(tmp_path) -> None:
     log = tmp_path / "log.jsonl"
     env = {**os.environ, "DAGSTER_HOME": str(home), "PROBE_LOG": str(log)}
     with DagsterInstance.from_config(str(home)) as instance:
-        ops.ensure_pools(instance)  # as the sensor does before it requests a run
+        pools.ensure_pools(instance)  # as the sensor does before it requests a run
     runs = [
         subprocess.Popen([sys.executable, str(tmp_path / "probe.py"), pools.WIKIDATA_QUERY], env=env)
         for _ in range(2)
@@ -163,7 +163,7 @@ def test_a_run_killed_mid_download_leaves_no_slot_behind(tmp_path: Path, tiny_wo
     second = subprocess.run(MAIN, env=env, capture_output=True, text=True, timeout=600)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output[-4000:]
-    assert f"run {killed.run_id} died" in output and "RUN_SUCCESS" in output
+    assert f"run {killed.run_id} died" in output and "ended SUCCESS" in output
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
         assert not instance.event_log_storage.get_concurrency_info(pools.WIKIMEDIA_MEDIA).claimed_slots
@@ -213,7 +213,7 @@ def test_only_runs_whose_processes_are_gone_lose_their_slots(tmp_path: Path) -> 
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
             # What the daemon does every minute for runs launched from the UI.
-            tick = ops.dead_run_sensor(build_sensor_context(instance=instance))
+            tick = automation.dead_run_sensor(build_sensor_context(instance=instance))
             assert tick.skip_message == "reclaimed the slots of 1 dead run(s)"
             assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
             assert not storage.get_concurrency_info(pools.COMPUTE).claimed_slots

@@ -18,12 +18,13 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from mlm_pipeline import checks, ops
+from mlm_pipeline import automation, checks
 from mlm_pipeline.catalog import CATALOG
 from mlm_pipeline.definitions import STAGES, mlm_job
 from mlm_pipeline.parquet_io import ParquetIOManager
-from mlm_pipeline.partitions import RELEASE_PARTITIONS_NAME
-from mlm_pipeline.resources import ConfigError, WikimediaResource
+from mlm_pipeline.release import RELEASE_PARTITIONS_NAME
+from mlm_pipeline.endpoints import ConfigError
+from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.shards import stored_table
 from mlm_pipeline.storage import StorageResource
@@ -43,8 +44,8 @@ def definitions(version: int, data: str, wikimedia: WikimediaResource | None = N
         assets=ASSETS,
         asset_checks=checks.asset_checks,
         jobs=[mlm_job],
-        sensors=ops.sensors,
-        schedules=ops.schedules,
+        sensors=automation.sensors,
+        schedules=automation.schedules,
         resources={
             "io_manager": ParquetIOManager(base_dir=data),
             "storage": StorageResource(base_dir=data),
@@ -62,7 +63,7 @@ def tick(instance: DagsterInstance, defs: Definitions, cursor: str | None):
         sensor_name="new_release_sensor",
         resources={"wikimedia": defs.resources["wikimedia"]},
     )
-    return ops.new_release_sensor.evaluate_tick(context)
+    return automation.new_release_sensor.evaluate_tick(context)
 
 
 def apply_and_run(instance: DagsterInstance, defs: Definitions, result, version: int) -> dict:
@@ -112,7 +113,7 @@ def test_sensor_builds_three_releases_on_one_instance_and_the_diff_names_the_cha
     assert [r.partition_keys for r in result.dynamic_partitions_requests] == [[first.release]]
     (request,) = result.run_requests
     assert (request.run_key, request.partition_key, request.job_name) == (first.release, first.release, "mlm_release")
-    assert request.tags[ops.VERSION_TAG] == first.dataset_version
+    assert request.tags[automation.VERSION_TAG] == first.dataset_version
     assert result.cursor == first.dataset_version
     metadata = apply_and_run(dagster_instance, defs_v1, result, 1)
     assert metadata["previous_release"].value == "none (first release)"
@@ -174,8 +175,8 @@ def test_sensor_builds_three_releases_on_one_instance_and_the_diff_names_the_cha
 
 def test_schedule_registers_the_release_itself_and_then_skips(tmp_path, dagster_instance) -> None:
     world = build_world(WorldSpec(size="tiny", version=1))
-    (weekly,) = ops.schedules
-    assert weekly.cron_schedule == ops.DEFAULT_CRON
+    (weekly,) = automation.schedules
+    assert weekly.cron_schedule == automation.DEFAULT_CRON
     repository = definitions(1, str(tmp_path)).get_repository_def()
 
     def evaluate():
@@ -195,10 +196,10 @@ def test_schedule_registers_the_release_itself_and_then_skips(tmp_path, dagster_
 
 def test_refresh_settings_are_checked(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="MLM_RELEASE_CRON='every monday'"):
-        ops.release_schedule("every monday")
-    monkeypatch.setenv(ops.SENSOR_INTERVAL_ENV, "5")
+        automation.release_schedule("every monday")
+    monkeypatch.setenv(automation.SENSOR_INTERVAL_ENV, "5")
     with pytest.raises(ConfigError, match="MLM_RELEASE_SENSOR_INTERVAL_S='5'"):
-        ops.sensor_interval()
+        automation.sensor_interval()
 
 
 def test_live_sources_refresh_once_a_week_and_the_embedded_world_per_version() -> None:
@@ -206,12 +207,12 @@ def test_live_sources_refresh_once_a_week_and_the_embedded_world_per_version() -
     assert live.cadence() == "weekly" and source(1).cadence() == "daily"
     assert WikimediaResource(source="live", contact="me@example.org", release_cadence="iso_week").cadence() == "iso_week"
     monday, thursday = "2026-01-05T09:00:00Z", "2026-01-08T21:00:00Z"
-    first = ops.plan_refresh(monday, [], None, live.cadence())
+    first = automation.plan_refresh(monday, [], None, live.cadence())
     assert first.is_new and first.key == "2026-01-05"
     # Thursday's daily edit is a new data version but no new release: the week has one.
-    later = ops.plan_refresh(thursday, [first.key], monday, live.cadence())
+    later = automation.plan_refresh(thursday, [first.key], monday, live.cadence())
     assert not later.is_new and "already registered" in later.skip_reason
-    assert ops.plan_refresh("2026-01-12T09:00:00Z", [first.key], thursday, live.cadence()).key == "2026-01-12"
+    assert automation.plan_refresh("2026-01-12T09:00:00Z", [first.key], thursday, live.cadence()).key == "2026-01-12"
     with pytest.raises(ValueError, match="embedded world's releases are its versions"):
         WikimediaResource(source="embedded", release_cadence="weekly")
 
@@ -231,9 +232,9 @@ def test_sensor_keys_a_periodic_source_by_its_period(tmp_path, tiny_served, dags
 
 def test_plan_refresh() -> None:
     version = "2026-01-12T00:00:00Z"
-    assert ops.plan_refresh(version, [], None).is_new
-    assert ops.plan_refresh(version, ["2026-01-05"], "2026-01-05T00:00:00Z").key == "2026-01-12"
-    assert "unchanged" in ops.plan_refresh(version, [], version).skip_reason
-    assert "already registered" in ops.plan_refresh("2026-01-12T10:00:00Z", ["2026-01-12"], version).skip_reason
+    assert automation.plan_refresh(version, [], None).is_new
+    assert automation.plan_refresh(version, ["2026-01-05"], "2026-01-05T00:00:00Z").key == "2026-01-12"
+    assert "unchanged" in automation.plan_refresh(version, [], version).skip_reason
+    assert "already registered" in automation.plan_refresh("2026-01-12T10:00:00Z", ["2026-01-12"], version).skip_reason
     with pytest.raises(ValueError, match="not an xsd:dateTime"):
-        ops.plan_refresh("last tuesday", [], None)
+        automation.plan_refresh("last tuesday", [], None)
