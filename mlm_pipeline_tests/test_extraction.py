@@ -17,8 +17,8 @@ from mlm_pipeline.sparql.client import QueryFailed, RetryPolicy, SparqlClient
 from mlm_pipeline.sparql.closure import closure_from_edges, fetch_closure
 from mlm_pipeline.sparql.extraction import REASONS, ExtractionSettings, extract_entities
 from mlm_pipeline.world import Served, World, expected, running_world
-from mlm_pipeline.world.builder import SPECIALS
 from mlm_pipeline.shards import release_folder, stored_table
+from mlm_pipeline.world.edge_cases import SPECIALS
 
 AGENT = "mlm-pipeline-test/0 (test@example.org)"
 

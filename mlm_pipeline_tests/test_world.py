@@ -17,7 +17,9 @@ import requests
 
 from mlm_pipeline.world import FaultPlan, World, WorldSpec, build_world, expected, running_world
 from mlm_pipeline.world import builder, rdf
-from mlm_pipeline.world.builder import EARTH, SPECIALS
+from mlm_pipeline.world.edge_cases import SPECIALS
+from mlm_pipeline.world.expected import class_hops
+from mlm_pipeline.world.model import BASE_CLASS, EARTH
 
 UA = {"User-Agent": "mlm-pipeline-tests/0 (https://example.org/tests) requests"}
 PREFIXES = "".join(f"PREFIX {k}: <{v}>\n" for k, v in rdf.PREFIXES.items())
@@ -101,7 +103,7 @@ def test_coordinate_rule(tiny_world: World) -> None:
 def test_class_graph_closure(tiny_world: World) -> None:
     truth = tiny_world.truth
     assert set(truth.closure.values()) == {0, 1, 2, 3}
-    hops, _ = builder.class_hops(tiny_world.classes, builder.BASE_CLASS)
+    hops, _ = class_hops(tiny_world.classes, BASE_CLASS)
     assert {c for c, h in hops.items() if h == 4} == {"Q208511", "Q174844"}
     assert not {"Q208511", "Q174844", "Q123705", "Q23413"} & set(truth.closure)
     # Reachable by two paths: the shorter one counts.

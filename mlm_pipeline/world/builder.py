@@ -20,322 +20,56 @@ Places and their country mix
     GeoNames runs short (cities500 has FR 15,362 and DE 11,870 places against MLM's 38,793
     and 31,654), so "mlm" takes every GeoNames place: its mix is GeoNames' rather than MLM's.
 
-Identifiers
-    Settlements are ``Q9000000001`` upwards and countries ``Q9990000001`` upwards: far beyond
-    real Wikidata items, so no one mistakes them for the real ones; all have ten digits, so
-    string order is numeric order. Classes are Wikidata's real settlement classes.
-
-The class graph (base Q486972 human settlement)
-    1 hop: municipality, city, town, village, hamlet, Ortsteil; 2 hops: the national
-    municipality classes, big city, village of Poland, town of the US, "city or town";
-    3 hops: metropolis, city with millions of inhabitants; 4 hops (beyond the default closure):
-    global city, megacity. "city of the United States" and "urban municipality of Germany" are
-    reachable by two paths of different lengths (their shortest is recorded); town and
-    "city or town" are subclasses of each other (a cycle); "Ortsteil" has no English label;
-    neighbourhood, castle and country lie outside the closure, as does a cycle above the base.
-
-Edge cases (``Place.edge_cases``; every size has each at least once, see ``SPECIALS``)
-    several classes; an instance of the base class itself; classes in a cycle, reachable two
-    ways, without English label, only beyond 3 hops, beyond and within, outside the closure;
-    no coordinates; only coordinates on the Moon / Mars; Earth plus another globe; two Earth
-    coordinates of equal rank; a preferred and a normal one; a deprecated wrong one; no image;
-    images only under other properties than P18; only SVG images; SVG plus a photo; the same
-    file under two properties; articles in each combination of en/de/fr and in none (and only
-    in another language); no country; no English label; a label with quotes and a backslash;
-    a sitelink title that the wiki normalises, one that is a redirect, one whose article is
-    missing; file names with '/', '..', quotes, '&', '%', '?' and accents.
-
-The right answer (``Truth``, from :func:`expected`)
-    Closure: every class within ``max_hops`` wdt:P279 steps below the base, with its shortest
-    hop count and the smallest-QID parent on a shortest path. Candidates: places with a wdt:P31
-    class in the closure. The coordinate of an entity: among its statements of the best
-    non-deprecated rank (preferred over normal) on Earth (wd:Q2), the smallest (lat, lon).
-    Images: for each configured property in the configured order, its file names in string
-    order, first occurrence kept. Classes: every wdt:P31 class (in or out of the closure) in
-    string order, with English labels ("" when none). Titles: the sitelink titles as stored
-    in the graph (before any normalisation or redirect).
-
-Dropout reasons (entity stage; each dropped candidate fails exactly one constraint, so the
-reason is unambiguous whatever order a pipeline checks them in):
-    ``no_coordinates``  no P625 statement (of non-deprecated rank) at all
-    ``not_on_earth``    coordinates only on another globe
-    ``no_image``        no value for any configured image property
-    ``no_article``      no sitelink to a configured language's Wikipedia
-Places that are never candidates (``Truth.non_candidates``): ``class_beyond_hops`` (every
-class lies further than ``max_hops`` from the base), ``class_outside_closure`` (no class
-reaches the base at all). ``Truth.svg_only`` lists entities that pass extraction but whose
-images are all SVG (the later SVG filter removes them).
-
 Versions
     Version v > 1 replays edit rounds 2..v on top of version 1: each round removes about 1% of
     the ordinary places, adds about 1% new ones (from GeoNames places not yet drawn, new QIDs),
     and edits about 2% (coordinates moved, classes changed, an image replaced, the English label
     changed, or all P18 images removed). Edge-case places are never touched. Each version's
     dataset date is 7 days after the previous one. ``World.changes`` lists what each round did.
-"""
 
+The data model is ``world.model``, the edge cases ``world.edge_cases`` and the right answer
+``world.expected``.
+"""
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import math
 import random
-from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from mlm_pipeline.world import geonames
+from mlm_pipeline.world.edge_cases import PROTECTED_EDGES, SPECIALS, apply_special, finish_special_titles
+from mlm_pipeline.world.expected import expected
 from mlm_pipeline.world.geonames import GeoPlace
-from mlm_pipeline.world.scenery import Scenery, scenery_for
-
-BASE_CLASS = "Q486972"
-EARTH = "Q2"
-MOON = "Q405"
-MARS = "Q111"
-LANGUAGES = ("en", "de", "fr")
-IMAGE_PROPS = ("P18", "P41", "P94", "P242", "P1943", "P948")
-BASE_DATE = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
-ENTITY_QID_BASE = 9_000_000_000
-COUNTRY_QID_BASE = 9_990_000_000
-SIZES = {"tiny": 300, "default": 8000, "mlm": 236_496}
-MIN_SIZE = 80  # room for every edge case plus ordinary places
-
-# MLM v1 entities per country (reference.md) and the totals of the two halves.
-MLM_COUNTRIES = {
-    "FR": 38_793, "US": 34_463, "DE": 31_654, "PL": 19_433, "GB": 13_042, "IT": 9_355,
-    "ES": 8_408, "CZ": 7_742, "IN": 3_555, "CH": 3_543, "HU": 3_048, "RU": 2_992,
-    "NL": 2_954, "SI": 2_813, "AT": 2_639, "CA": 2_551, "UA": 2_242, "JP": 2_226,
-}  # fmt: skip
-MLM_EUROPE = 171_341
-MLM_REST = 65_155
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    qid: str
-    label_en: str | None
-    parents: list[str]
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-# (qid, en, de, fr, parents). en None: the class has no English label.
-CLASS_TABLE: tuple[tuple[str, str | None, str, str, tuple[str, ...]], ...] = (
-    ("Q486972", "human settlement", "menschliche Siedlung", "établissement humain", ("Q2221906",)),
-    ("Q2221906", "geographic location", "geographischer Ort", "localisation géographique", ("Q17334923",)),
-    ("Q17334923", "location", "Ort", "lieu", ("Q2221906",)),  # a cycle above the base
-    ("Q15284", "municipality", "Gemeinde", "municipalité", ("Q486972",)),
-    ("Q515", "city", "Stadt", "ville", ("Q486972",)),
-    ("Q3957", "town", "Kleinstadt", "petite ville", ("Q486972", "Q7930989")),
-    ("Q7930989", "city or town", "Stadt oder Kleinstadt", "ville ou bourg", ("Q3957",)),  # cycle with town
-    ("Q532", "village", "Dorf", "village", ("Q486972",)),
-    ("Q5084", "hamlet", "Weiler", "hameau", ("Q486972",)),
-    ("Q253019", None, "Ortsteil", "quartier (Allemagne)", ("Q486972",)),  # no English label
-    ("Q484170", "commune of France", "Gemeinde in Frankreich", "commune française", ("Q15284",)),
-    ("Q262166", "municipality of Germany", "Gemeinde in Deutschland", "commune d'Allemagne", ("Q15284",)),
-    ("Q42744322", "urban municipality of Germany", "Stadt in Deutschland", "ville d'Allemagne", ("Q262166", "Q515")),
-    ("Q747074", "comune of Italy", "italienische Gemeinde", "commune d'Italie", ("Q15284",)),
-    ("Q2074737", "municipality of Spain", "Municipio in Spanien", "municipalité d'Espagne", ("Q15284",)),
-    ("Q70208", "municipality of Switzerland", "politische Gemeinde der Schweiz", "commune de Suisse", ("Q15284",)),
-    ("Q667509", "municipality of Austria", "Gemeinde in Österreich", "commune d'Autriche", ("Q15284",)),
-    ("Q2039348", "municipality of the Netherlands", "Gemeinde in den Niederlanden", "commune des Pays-Bas", ("Q15284",)),
-    ("Q5153359", "municipality of the Czech Republic", "Gemeinde in Tschechien", "commune de Tchéquie", ("Q15284",)),
-    ("Q3558970", "village of Poland", "Dorf in Polen", "village de Pologne", ("Q532",)),
-    ("Q15127012", "town of the United States", "Town in den Vereinigten Staaten", "town des États-Unis", ("Q3957",)),
-    ("Q1549591", "big city", "Großstadt", "grande ville", ("Q515",)),
-    ("Q1093829", "city of the United States", "City in den Vereinigten Staaten", "ville des États-Unis", ("Q1549591", "Q515")),
-    ("Q200250", "metropolis", "Metropole", "métropole", ("Q1549591",)),
-    ("Q1637706", "city with millions of inhabitants", "Millionenstadt", "ville millionnaire", ("Q1549591",)),
-    ("Q208511", "global city", "Weltstadt", "ville mondiale", ("Q200250",)),  # 4 hops
-    ("Q174844", "megacity", "Megastadt", "mégapole", ("Q1637706",)),  # 4 hops
-    ("Q123705", "neighborhood", "Stadtviertel", "quartier", ("Q2221906",)),  # outside the closure
-    ("Q23413", "castle", "Burg", "château fort", ()),  # outside the closure
-    ("Q6256", "country", "Staat", "pays", ()),  # what country items are
+from mlm_pipeline.world.model import (
+    BASE_CLASS,
+    CLASS_TABLE,
+    COUNTRY_CLASS,
+    COUNTRY_LABELS,
+    COUNTRY_QID_BASE,
+    EARTH,
+    HOME_LANGUAGE,
+    LANGUAGES,
+    MLM_COUNTRIES,
+    MLM_EUROPE,
+    MLM_REST,
+    MOON,
+    Change,
+    ClassInfo,
+    Country,
+    FileInfo,
+    Place,
+    World,
+    WorldSpec,
+    entity_qid,
+    size_class,
+    version_stamp,
 )
-
-COUNTRY_CLASS = {
-    "FR": "Q484170", "DE": "Q262166", "IT": "Q747074", "ES": "Q2074737", "CH": "Q70208",
-    "AT": "Q667509", "NL": "Q2039348", "CZ": "Q5153359",
-}  # fmt: skip
-HOME_LANGUAGE = {"FR": "fr", "BE": "fr", "LU": "fr", "MC": "fr", "DE": "de", "AT": "de", "CH": "de", "LI": "de",
-                 "GB": "en", "US": "en", "IE": "en", "AU": "en", "NZ": "en", "CA": "en", "IN": "en"}  # fmt: skip
-COUNTRY_LABELS = {  # (de, fr) for the countries that matter most; others keep the English name
-    "FR": ("Frankreich", "France"), "US": ("Vereinigte Staaten", "États-Unis"), "DE": ("Deutschland", "Allemagne"),
-    "PL": ("Polen", "Pologne"), "GB": ("Vereinigtes Königreich", "Royaume-Uni"), "IT": ("Italien", "Italie"),
-    "ES": ("Spanien", "Espagne"), "CZ": ("Tschechien", "Tchéquie"), "IN": ("Indien", "Inde"),
-    "CH": ("Schweiz", "Suisse"), "HU": ("Ungarn", "Hongrie"), "RU": ("Russland", "Russie"),
-    "NL": ("Niederlande", "Pays-Bas"), "SI": ("Slowenien", "Slovénie"), "AT": ("Österreich", "Autriche"),
-    "CA": ("Kanada", "Canada"), "UA": ("Ukraine", "Ukraine"), "JP": ("Japan", "Japon"),
-    "BE": ("Belgien", "Belgique"), "RO": ("Rumänien", "Roumanie"), "SE": ("Schweden", "Suède"),
-    "PT": ("Portugal", "Portugal"), "GR": ("Griechenland", "Grèce"), "BR": ("Brasilien", "Brésil"),
-    "CN": ("China", "Chine"), "MX": ("Mexiko", "Mexique"),
-}  # fmt: skip
-
-# Every size contains each of these once per listing (a place per entry).
-SPECIALS: tuple[str, ...] = (
-    "several_classes", "several_classes", "base_class", "cycle_class", "two_path_class",
-    "unlabelled_class", "beyond_hops", "beyond_hops", "beyond_and_within", "outside_closure",
-    "outside_closure", "no_coordinates", "no_coordinates", "moon", "mars", "earth_and_moon",
-    "two_coordinates", "preferred_coordinate", "deprecated_coordinate", "no_image", "no_image",
-    "other_image_props_only", "svg_only", "svg_only", "svg_and_photo", "file_in_two_props",
-    "articles_en", "articles_de", "articles_fr", "articles_en_de", "articles_de_fr",
-    "articles_en_fr", "articles_en_de_fr", "no_article", "other_language_article_only",
-    "no_country", "no_label_en", "label_quotes", "title_normalise", "title_redirect",
-    "article_missing", "tricky_file_names", "tricky_file_names_2", "many_images",
-)  # fmt: skip
-PROTECTED_EDGES = frozenset(SPECIALS)
+from mlm_pipeline.world.own_files import load_own_world
+from mlm_pipeline.world.scenery import scenery_for
 
 LICENSES = ("CC BY-SA 4.0", "CC BY-SA 4.0", "CC BY-SA 3.0", "CC BY 4.0", "CC BY 2.0", "CC0", "Public domain")
 FIRST = ("Anna", "Jean", "Marie", "Lukas", "Zofia", "Tom", "Elena", "Pierre", "Jana", "Giulia", "Sven", "Akira", "Priya")
 LAST = ("Müller", "Dupont", "Nowak", "Smith", "Rossi", "García", "Novák", "Schneider", "Lefèvre", "Kovač", "Tanaka")
-
-
-@dataclass(frozen=True)
-class Country:
-    qid: str
-    code: str  # ISO 3166-1 alpha-2 (wdt:P297)
-    name_en: str
-    labels: dict[str, str]
-    continent: str
-    population: int
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    file_name: str  # Commons name without "File:", spaces not underscores
-    place_qid: str
-    kind: str  # photo | map | flag | emblem | banner
-    format: str  # jpeg | png | svg
-    license: str
-    author: str
-    width: int
-    height: int
-
-
-@dataclass
-class Place:
-    qid: str
-    name: str
-    labels: dict[str, str]
-    coords: list[tuple[float, float, str]]  # (lat, lon, globe QID), statement order
-    classes: list[str]  # wdt:P31
-    images: dict[str, list[str]]  # property -> file names
-    sitelinks: dict[str, str]  # language -> title as stored in Wikidata
-    country_qid: str | None
-    country_code: str | None
-    population: int
-    geonames_id: int
-    continent: str
-    admin1: str
-    coord_ranks: list[str] = field(default_factory=list)  # per coordinate: normal | preferred | deprecated
-    edge_cases: set[str] = field(default_factory=set)
-    redirects: dict[str, str] = field(default_factory=dict)  # language -> page the sitelink redirects to
-    missing_articles: set[str] = field(default_factory=set)  # languages whose sitelinked page does not exist
-    pages: dict[str, str] = field(default_factory=dict)  # language -> title of the page holding the article
-    scenery: Scenery | None = None  # what its photographs show and its summaries say (scenery.py)
-
-    def rank(self, i: int) -> str:
-        return self.coord_ranks[i] if i < len(self.coord_ranks) else "normal"
-
-
-@dataclass(frozen=True)
-class Change:
-    version: int
-    qid: str
-    kind: str  # added | removed | moved | reclassed | reimaged | relabelled | images_removed
-
-
-@dataclass
-class Truth:
-    base: str
-    max_hops: int
-    image_props: tuple[str, ...]
-    languages: tuple[str, ...]
-    closure: dict[str, int]  # class -> shortest hops
-    closure_parent: dict[str, str | None]  # class -> smallest-QID parent on a shortest path
-    entities: dict[str, dict]  # qid -> row as in schemas.ENTITIES
-    dropouts: dict[str, str]  # qid -> reason
-    non_candidates: dict[str, str]  # qid -> class_beyond_hops | class_outside_closure
-    svg_only: set[str]  # entities whose images are all SVG
-
-
-@dataclass(frozen=True)
-class WorldSpec:
-    size: str | int = "default"
-    seed: int = 1234
-    version: int = 1
-    files: str = ""
-
-    def __post_init__(self) -> None:
-        size = self.size
-        if isinstance(size, str) and size.strip().isdigit():
-            object.__setattr__(self, "size", int(size))
-            size = int(size)
-        if isinstance(size, str) and size not in SIZES:
-            raise ValueError(f"world size {size!r}: use one of {tuple(SIZES)} or a number >= {MIN_SIZE}")
-        if isinstance(size, int) and size < MIN_SIZE:
-            raise ValueError(f"world size {size}: at least {MIN_SIZE} places are needed for every edge case")
-        if not isinstance(self.version, int) or self.version < 1:
-            raise ValueError(f"world version {self.version!r}: versions count from 1")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"world seed {self.seed!r} must be an integer")
-
-    @classmethod
-    def from_config(cls, size: str | int = "default", seed: int = 1234, version: int = 1, files: str = "") -> "WorldSpec":
-        return cls(size=size, seed=int(seed), version=int(version), files=files or "")
-
-    @property
-    def n_places(self) -> int:
-        return SIZES[self.size] if isinstance(self.size, str) else self.size
-
-    @property
-    def source(self) -> str:
-        return "cities15000" if self.n_places <= 1000 else "cities500"
-
-    def label(self) -> str:
-        return f"size={self.size},seed={self.seed},version={self.version}"
-
-    def published(self) -> dict[str, "WorldSpec"]:
-        """Every release this world has published up to its version, by release key: a
-        generated world rebuilds any earlier version exactly, so each stays buildable."""
-        if self.files:
-            return {}  # one's own files have one release, known once they are read
-        return {
-            version_stamp(v).strftime("%Y-%m-%d"): dataclasses.replace(self, version=v) for v in range(1, self.version + 1)
-        }
-
-
-def version_stamp(version: int) -> dt.datetime:
-    """The data version a generated world publishes at ``version``: weekly, like Wikidata's dumps."""
-    return BASE_DATE + dt.timedelta(days=7 * (version - 1))
-
-
-@dataclass
-class World:
-    spec: WorldSpec
-    dataset_version: str
-    release: str
-    places: list[Place]
-    classes: dict[str, ClassInfo]
-    countries: dict[str, Country]
-    files: dict[str, FileInfo]
-    truth: Truth
-    changes: list[Change] = field(default_factory=list)
-
-    def place(self, qid: str) -> Place:
-        return self._index()[qid]
-
-    def _index(self) -> dict[str, Place]:
-        index = self.__dict__.get("_by_qid")
-        if index is None or len(index) != len(self.places):
-            index = {p.qid: p for p in self.places}
-            self.__dict__["_by_qid"] = index
-        return index
-
-    def with_edge(self, edge: str) -> list[Place]:
-        return [p for p in self.places if edge in p.edge_cases]
-
-
-def entity_qid(n: int) -> str:
-    return f"Q{ENTITY_QID_BASE + n}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,19 +179,6 @@ def draw_places(spec: WorldSpec) -> tuple[list[GeoPlace], list[GeoPlace]]:
 # One place's attributes
 
 
-def size_class(population: int) -> str:
-    if population >= 1_000_000:
-        return "Q1637706"
-    if population >= 100_000:
-        return "Q1549591"
-    if population >= 10_000:
-        return "Q515"
-    if population >= 2_000:
-        return "Q3957"
-    if population >= 500:
-        return "Q532"
-    return "Q5084"
-
 
 def _classes_for(geo: GeoPlace, rng: random.Random) -> list[str]:
     own = COUNTRY_CLASS.get(geo.country)
@@ -498,7 +219,7 @@ PNG_NAMES = ("Panorama {n}.png", "{n} view {y}.png", "{n} old postcard.png")
 EMBLEM_NAMES = {"fr": "Blason de {n}.svg", "de": "Wappen {n}.svg", "en": "Coat of arms of {n}.svg"}
 
 
-class _Files:
+class CommonsFiles:
     """Hands out unique, realistic file names and records their metadata."""
 
     def __init__(self) -> None:
@@ -527,7 +248,7 @@ class _Files:
         return self.add(template.format(n=name, y=year), qid, "photo", fmt, rng)
 
 
-def _images_for(place: Place, lang: str, rng: random.Random, files: _Files, with_p18: bool) -> dict[str, list[str]]:
+def _images_for(place: Place, lang: str, rng: random.Random, files: CommonsFiles, with_p18: bool) -> dict[str, list[str]]:
     images: dict[str, list[str]] = {}
     name, qid = place.name, place.qid
     if with_p18:
@@ -568,7 +289,7 @@ def _languages_for(geo: GeoPlace, rng: random.Random, failing: bool) -> list[str
 
 
 def _make_place(
-    geo: GeoPlace, n: int, seed: int, countries: dict[str, Country], continents: dict[str, str], files: _Files
+    geo: GeoPlace, n: int, seed: int, countries: dict[str, Country], continents: dict[str, str], files: CommonsFiles
 ) -> tuple[Place, list[str]]:
     """A place with ordinary attributes, and the languages it has articles in (titles come later)."""
     rng = random.Random(f"{seed}:place:{geo.geonameid}")
@@ -612,128 +333,6 @@ def _make_place(
 
 
 # ---------------------------------------------------------------------------------------------
-# Edge cases
-
-
-def _apply_special(place: Place, edge: str, langs: list[str], files: _Files, seed: int) -> list[str]:
-    """Make ``place`` an ordinary passing entity, then give it exactly one edge case."""
-    rng = random.Random(f"{seed}:special:{place.qid}:{edge}")
-    lang = "fr" if place.country_code == "FR" else "de" if place.country_code in ("DE", "AT", "CH") else "en"
-    earth = [c for c in place.coords if c[2] == EARTH]
-    if not earth:
-        geo_lat, geo_lon = round(rng.uniform(40, 55), 5), round(rng.uniform(-5, 20), 5)
-        earth = [(geo_lat, geo_lon, EARTH)]
-    lat, lon, _ = earth[0]
-    place.coords, place.coord_ranks = [(lat, lon, EARTH)], ["normal"]
-    if not place.images.get("P18") or any(files.files[f].format == "svg" for f in place.images["P18"]):
-        place.images["P18"] = [files.photo(place.name, place.qid, lang, rng, fmt="jpeg")]
-    langs = [x for x in langs if x in LANGUAGES] or ["en"]
-    place.edge_cases.add(edge)
-    # Listed second and smaller in (lat, lon): "take the first statement" gets it wrong.
-    other = (round(lat - rng.uniform(0.01, 0.2), 5), round(lon + rng.uniform(0.01, 0.2), 5), EARTH)
-    if edge == "several_classes":
-        place.classes = sorted({place.classes[0], size_class(place.population), "Q7930989" if rng.random() < 0.5 else BASE_CLASS})
-        if len(place.classes) < 2:
-            place.classes = sorted({*place.classes, "Q532"})
-    elif edge == "base_class":
-        place.classes = [BASE_CLASS]
-    elif edge == "cycle_class":
-        place.classes = ["Q7930989"]
-    elif edge == "two_path_class":
-        place.classes = ["Q1093829"]
-    elif edge == "unlabelled_class":
-        place.classes = ["Q253019"]
-    elif edge == "beyond_hops":
-        place.classes = [rng.choice(("Q208511", "Q174844"))]
-    elif edge == "beyond_and_within":
-        place.classes = ["Q208511", "Q515"]
-    elif edge == "outside_closure":
-        place.classes = [rng.choice(("Q123705", "Q23413"))]
-    elif edge == "no_coordinates":
-        place.coords, place.coord_ranks = [], []
-    elif edge == "moon":
-        place.coords = [(round(rng.uniform(-80, 80), 5), round(rng.uniform(-180, 180), 5), MOON)]
-    elif edge == "mars":
-        place.coords = [(round(rng.uniform(-80, 80), 5), round(rng.uniform(-180, 180), 5), MARS)]
-    elif edge == "earth_and_moon":
-        place.coords, place.coord_ranks = [(12.5, 33.25, MOON), (lat, lon, EARTH)], ["normal", "normal"]
-    elif edge == "two_coordinates":
-        place.coords, place.coord_ranks = [(lat, lon, EARTH), other], ["normal", "normal"]
-    elif edge == "preferred_coordinate":
-        # The preferred statement is the smaller of the two by (lat, lon)'s opposite, so that
-        # "smallest (lat, lon)" without ranks would pick the wrong one.
-        low = (round(lat - 0.5, 5), lon, EARTH)
-        place.coords, place.coord_ranks = [low, (lat, lon, EARTH)], ["normal", "preferred"]
-    elif edge == "deprecated_coordinate":
-        wrong = (round(-lat, 5), round(-lon, 5), EARTH)
-        place.coords, place.coord_ranks = [wrong, (lat, lon, EARTH)], ["deprecated", "normal"]
-    elif edge == "no_image":
-        place.images = {}
-    elif edge == "other_image_props_only":
-        place.images = {
-            "P94": [files.add(f"{place.name} coat of arms.png", place.qid, "emblem", "png", rng)],
-            "P41": [files.add(f"Flag of {place.name}.svg", place.qid, "flag", "svg", rng)],
-        }
-    elif edge == "svg_only":
-        place.images = {"P18": [files.add(f"{place.name} map.svg", place.qid, "map", "svg", rng)]}
-    elif edge == "svg_and_photo":
-        place.images["P18"] = [files.add(f"{place.name} schematic.svg", place.qid, "map", "svg", rng), *place.images["P18"]]
-    elif edge == "file_in_two_props":
-        place.images["P242"] = [place.images["P18"][0]]
-    elif edge.startswith("articles_"):
-        langs = edge.removeprefix("articles_").split("_")
-    elif edge == "no_article":
-        langs = []
-    elif edge == "other_language_article_only":
-        langs = ["it"]
-    elif edge == "no_country":
-        place.country_qid = place.country_code = None
-    elif edge == "no_label_en":
-        place.labels.pop("en", None)
-    elif edge == "label_quotes":
-        place.labels["en"] = f'{place.name} "Old Town" \\ Süd'
-    elif edge in ("title_normalise", "title_redirect", "article_missing"):
-        langs = sorted({*langs, "en", "de", "fr"})
-    elif edge == "tricky_file_names":
-        place.images["P18"] = [
-            files.add(f"../../{place.name} escape.jpg", place.qid, "photo", "jpeg", rng),
-            files.add(f"Rue de la Gare/Bahnhofstraße in {place.name}.jpg", place.qid, "photo", "jpeg", rng),
-        ]
-    elif edge == "tricky_file_names_2":
-        place.images["P18"] = [
-            files.add(f"{place.name} \"Old\" 'town' & 100% view?.jpg", place.qid, "photo", "jpeg", rng),
-            files.add(f"{place.name} .. panorama, été.JPG", place.qid, "photo", "jpeg", rng),
-            files.add("..jpg", place.qid, "photo", "jpeg", rng) if "..jpg" not in files.files else files.photo(place.name, place.qid, lang, rng),
-        ]
-    elif edge == "many_images":
-        place.images["P18"] = [files.photo(place.name, place.qid, lang, rng) for _ in range(5)]
-    else:
-        raise ValueError(f"unknown edge case {edge!r}")
-    return langs
-
-
-def _finish_special_titles(place: Place, taken: dict[str, set[str]]) -> None:
-    """Sitelink quirks that need the titles (set after disambiguation)."""
-    if "title_normalise" in place.edge_cases and "en" in place.sitelinks:
-        title = place.sitelinks["en"]
-        place.pages["en"] = title
-        place.sitelinks["en"] = title[:1].lower() + title[1:].replace(" ", "_") if title[:1].isupper() else title.replace(" ", "_")
-        if place.sitelinks["en"] == title:  # a name without an upper-case letter or space: force a change
-            place.sitelinks["en"] = title + "_"
-    if "title_redirect" in place.edge_cases and "de" in place.sitelinks:
-        title = place.sitelinks["de"]
-        target = f"{title} ({place.admin1 or 'Ort'})"
-        while target in taken.setdefault("de", set()):
-            target += " (Ort)"
-        taken["de"].add(target)
-        place.redirects["de"] = target
-        place.pages["de"] = target
-    if "article_missing" in place.edge_cases and "fr" in place.sitelinks:
-        place.missing_articles.add("fr")
-        place.pages.pop("fr", None)
-
-
-# ---------------------------------------------------------------------------------------------
 # Titles
 
 
@@ -762,112 +361,6 @@ def _assign_titles(places: Iterable[tuple[Place, list[str]]], taken: dict[str, s
             place.sitelinks[lang] = title
             if lang in LANGUAGES:
                 place.pages[lang] = title
-
-
-# ---------------------------------------------------------------------------------------------
-# The right answer
-
-
-def class_hops(classes: dict[str, ClassInfo], base: str) -> tuple[dict[str, int], dict[str, str | None]]:
-    """Shortest wdt:P279 distance of every class below ``base`` (no limit), with a parent on it."""
-    children: dict[str, list[str]] = {}
-    for info in classes.values():
-        for parent in info.parents:
-            children.setdefault(parent, []).append(info.qid)
-    hops: dict[str, int] = {base: 0}
-    parent_of: dict[str, str | None] = {base: None}
-    frontier = [base]
-    while frontier:
-        level: dict[str, str] = {}
-        for cls in frontier:
-            for child in children.get(cls, []):
-                if child in hops:
-                    continue
-                if child not in level or cls < level[child]:
-                    level[child] = cls
-        for child, parent in level.items():
-            hops[child] = hops[parent] + 1
-            parent_of[child] = parent
-        frontier = sorted(level)
-    return hops, parent_of
-
-
-def best_coordinate(place: Place) -> tuple[float, float] | None:
-    """The entity's coordinate under the world's rule (see the module docstring)."""
-    usable = [(c, place.rank(i)) for i, c in enumerate(place.coords) if place.rank(i) != "deprecated"]
-    if any(rank == "preferred" for _, rank in usable):
-        usable = [(c, rank) for c, rank in usable if rank == "preferred"]
-    earth = sorted((c[0], c[1]) for c, _ in usable if c[2] == EARTH)
-    return earth[0] if earth else None
-
-
-def expected(
-    world: World,
-    base: str = BASE_CLASS,
-    max_hops: int = 3,
-    image_props: Sequence[str] = ("P18",),
-    languages: Sequence[str] = LANGUAGES,
-) -> Truth:
-    """What a correct extraction returns from this world for the given configuration."""
-    all_hops, all_parents = class_hops(world.classes, base)
-    closure = {c: h for c, h in all_hops.items() if h <= max_hops}
-    entities: dict[str, dict] = {}
-    dropouts: dict[str, str] = {}
-    non_candidates: dict[str, str] = {}
-    svg_only: set[str] = set()
-    for place in world.places:
-        if not any(c in closure for c in place.classes):
-            beyond = any(c in all_hops for c in place.classes)
-            non_candidates[place.qid] = "class_beyond_hops" if beyond else "class_outside_closure"
-            continue
-        usable = [c for i, c in enumerate(place.coords) if place.rank(i) != "deprecated"]
-        coord = best_coordinate(place)
-        images: list[str] = []
-        for prop in image_props:
-            for name in sorted(place.images.get(prop, [])):
-                if name not in images:
-                    images.append(name)
-        titles = {lang: place.sitelinks.get(lang) for lang in languages}
-        if not usable:
-            dropouts[place.qid] = "no_coordinates"
-        elif coord is None:
-            dropouts[place.qid] = "not_on_earth"
-        elif not images:
-            dropouts[place.qid] = "no_image"
-        elif not any(titles.values()):
-            dropouts[place.qid] = "no_article"
-        else:
-            classes = sorted(set(place.classes))
-            entities[place.qid] = {
-                "qid": place.qid,
-                "label_en": place.labels.get("en"),
-                "label_de": place.labels.get("de"),
-                "label_fr": place.labels.get("fr"),
-                "lat": coord[0],
-                "lon": coord[1],
-                "classes": classes,
-                "class_labels": [world.classes[c].label_en or "" if c in world.classes else "" for c in classes],
-                "images": images,
-                "title_en": place.sitelinks.get("en"),
-                "title_de": place.sitelinks.get("de"),
-                "title_fr": place.sitelinks.get("fr"),
-                "country_qid": place.country_qid,
-                "country_code": place.country_code,
-            }
-            if all(world.files[name].format == "svg" for name in images):
-                svg_only.add(place.qid)
-    return Truth(
-        base=base,
-        max_hops=max_hops,
-        image_props=tuple(image_props),
-        languages=tuple(languages),
-        closure=closure,
-        closure_parent={c: all_parents[c] for c in closure},
-        entities=entities,
-        dropouts=dropouts,
-        non_candidates=non_candidates,
-        svg_only=svg_only,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -904,13 +397,11 @@ def build_world(spec: WorldSpec) -> World:
     With ``spec.files`` the world is the person's own entities and pictures instead (own_files.py).
     """
     if spec.files:
-        from mlm_pipeline.world.own_files import load_own_world
-
         return load_own_world(spec.files)
     all_countries = _countries()
     continents = {code: c.continent for code, c in all_countries.items()}
     geo_places, unused = draw_places(spec)
-    files = _Files()
+    files = CommonsFiles()
     made = [_make_place(g, i + 1, spec.seed, all_countries, continents, files) for i, g in enumerate(geo_places)]
     specials = SPECIALS
     if len(made) < len(specials) + 10:
@@ -919,12 +410,12 @@ def build_world(spec: WorldSpec) -> World:
     step = max(1, len(made) // len(specials))
     for j, edge in enumerate(specials):
         place, langs = made[j * step]
-        made[j * step] = (place, _apply_special(place, edge, langs, files, spec.seed))
+        made[j * step] = (place, apply_special(place, edge, langs, files, spec.seed))
     taken: dict[str, set[str]] = {}
     _assign_titles(made, taken)
     places = [p for p, _ in made]
     for place in places:
-        _finish_special_titles(place, taken)
+        finish_special_titles(place, taken)
     used_files = {f for p in places for names in p.images.values() for f in names}
     world = World(
         spec=spec,
@@ -956,7 +447,7 @@ def _edit_round(
     version: int,
     unused: list[GeoPlace],
     next_n: int,
-    files: _Files,
+    files: CommonsFiles,
     taken: dict[str, set[str]],
     countries: dict[str, Country],
     continents: dict[str, str],

@@ -78,8 +78,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from mlm_pipeline.world import builder
-from mlm_pipeline.world.builder import BASE_CLASS, CLASS_TABLE, EARTH, ClassInfo, FileInfo, Place, World, WorldSpec
+from mlm_pipeline.world.expected import class_hops, expected
+from mlm_pipeline.world.model import BASE_CLASS, CLASS_TABLE, EARTH, ClassInfo, FileInfo, Place, World, WorldSpec
 from mlm_pipeline.world.commons_server import normalize_file_name
 from mlm_pipeline.world.wiki_server import normalize_title
 
@@ -482,7 +482,7 @@ def load_own_world(files: str) -> World:
         files=dict(sorted(file_infos.items())),
         truth=None,  # type: ignore[arg-type]
     )
-    world.truth = builder.expected(world)
+    world.truth = expected(world)
     return world
 
 
@@ -494,7 +494,7 @@ def unlisted_records(world: World, listed: set[str], closure: dict[str, int]) ->
     ``settlement_classes`` holds it) leaves out is accounted for instead of vanishing.
     """
     base = min(closure, key=lambda qid: closure[qid])
-    below, _ = builder.class_hops(world.classes, base)
+    below, _ = class_hops(world.classes, base)
     out = []
     for place in world.places:
         if place.qid in listed:

@@ -15,7 +15,7 @@ import typing
 from functools import lru_cache
 from typing import Any, Callable
 
-from mlm_pipeline.world.builder import World
+from mlm_pipeline.world.model import World
 
 Decoder = Callable[[Any], Any]
 
