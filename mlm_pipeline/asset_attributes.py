@@ -95,7 +95,7 @@ def _imported_sources(module: str) -> set[Path]:
     seen: set[Path] = set()
     stack = [module]
     while stack:
-        path = _source_of(name := stack.pop())
+        path = _source_of(stack.pop())
         if path is None or path in seen:
             continue
         seen.add(path)

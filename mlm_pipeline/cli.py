@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -94,12 +95,14 @@ shows progress and results, and the UI keeps every event."""
 def materialised(key: str, select: str) -> tuple[list[str], list[str]]:
     """The selected assets, split into those with a materialisation of release ``key`` on the
     instance and those without."""
-    from dagster import AssetSelection, DagsterInstance
+    from dagster import AssetSelection, BetaWarning, DagsterInstance
 
     from mlm_pipeline.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    selected = sorted(AssetSelection.from_string(select).resolve(graph), key=lambda k: k.to_user_string())
+    with warnings.catch_warnings():  # Dagster's parser passes its own beta parameter: not the user's concern
+        warnings.simplefilter("ignore", BetaWarning)
+        selected = sorted(AssetSelection.from_string(select).resolve(graph), key=lambda k: k.to_user_string())
     done, missing = [], []
     with DagsterInstance.get() as instance:
         for asset_key in selected:

@@ -9,11 +9,13 @@ their output metadata: ``context.add_output_metadata(provenance(source=wikimedia
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import platform
 import re
 from importlib import metadata as importlib_metadata
 from typing import Any, Mapping, Sequence, TypeVar
+from urllib.parse import urlparse
 
 from dagster import AssetKey, AssetRecordsFilter, Config, DagsterInstance, MetadataValue
 
@@ -69,6 +71,15 @@ def source_description(source: WikimediaResource, release: str | None = None) ->
     return redacted(source.identity(release))
 
 
+def endpoint_entry(endpoints: Endpoints) -> MetadataValue:
+    """A link to a SPARQL endpoint that stays; the embedded world's servers live on loopback
+    ports for one step only, so a link there would lead nowhere once the step is done."""
+    host = urlparse(endpoints.sparql_url).hostname or ""
+    if host == "localhost" or (host.replace(".", "").isdigit() and ipaddress.ip_address(host).is_loopback):
+        return MetadataValue.text("the embedded world's SPARQL server on loopback (a new port per step)")
+    return MetadataValue.url(redacted(endpoints.sparql_url))
+
+
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -115,7 +126,7 @@ def provenance(
     if source is not None:
         entries["provenance/source"] = MetadataValue.text(source_description(source, release))
     if endpoints is not None:
-        entries["provenance/endpoint"] = MetadataValue.url(redacted(endpoints.sparql_url))
+        entries["provenance/endpoint"] = endpoint_entry(endpoints)
     if dataset_version is not None:
         entries["provenance/dataset_version"] = MetadataValue.text(dataset_version)
     if release is not None:

@@ -114,3 +114,7 @@ def test_credentials_in_source_urls_stay_out_of_provenance() -> None:
     for secret in ("s3cret", "hunter2", "abc123", "k3y", "reader:", "bot:"):
         assert secret not in text
     assert "https://***@query.example.org/sparql" in text and "token=***&format=json" in text
+    # The embedded world's ports are gone after the step: no link to them.
+    loopback = Endpoints("http://127.0.0.1:41234/sparql", "", "", "", "agent", live=False)
+    entry = provenance(endpoints=loopback)["provenance/endpoint"]
+    assert "127.0.0.1" not in str(entry.value) and "loopback" in str(entry.value)
