@@ -72,10 +72,12 @@ def with_attributes(stage: ModuleType, assets: Iterable[AssetsDefinition]) -> li
 def code_version(module: str) -> str:
     """sha256 (12 hex digits) of the sources of ``module`` and of every ``mlm_pipeline`` module
     it imports, directly or not, leaving out the embedded world (a source, whose content the
-    release's identity already names). A change to a stage's logic, or to a rule it uses, shows
-    as code drift in the UI; an unrelated stage's edit does not."""
+    release's identity already names). A change to a stage's logic, or to any rule or client it
+    uses, shows as code drift in the UI; an edit of another stage's module does not. Shared
+    modules (config rules, provenance, storage) reach every stage, so the version errs on the
+    side of drift."""
     digest = hashlib.sha256()
-    for path in sorted(_imported_sources(module)):
+    for path in sorted(imported_sources(module)):
         digest.update(str(path.relative_to(PACKAGE_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
@@ -91,7 +93,7 @@ def _source_of(module: str) -> Path | None:
     return None
 
 
-def _imported_sources(module: str) -> set[Path]:
+def imported_sources(module: str) -> set[Path]:
     seen: set[Path] = set()
     stack = [module]
     while stack:

@@ -57,9 +57,12 @@ mlm_job = define_asset_job(
     description="Builds one MLM release end to end: extraction, dataset versions, benchmark.",
 )
 
+assets = [asset for stage in STAGES for asset in with_attributes(stage, load_assets_from_modules([stage]))]
+"""Every stage's assets with their groups, kinds, owners, column docs and code versions
+(mlm_pipeline/asset_attributes.py); tests materialise these."""
+
 defs = Definitions(
-    # Groups, kinds, owners, column docs and code versions per stage: mlm_pipeline/asset_attributes.py
-    assets=[asset for stage in STAGES for asset in with_attributes(stage, load_assets_from_modules([stage]))],
+    assets=assets,
     asset_checks=checks.asset_checks,
     jobs=[mlm_job],
     sensors=automation.sensors,

@@ -15,12 +15,11 @@ from dagster import (
     Definitions,
     build_schedule_context,
     build_sensor_context,
-    load_assets_from_modules,
 )
 
 from mlm_pipeline import automation, checks
 from mlm_pipeline.catalog import CATALOG
-from mlm_pipeline.definitions import STAGES, mlm_job
+from mlm_pipeline.definitions import assets as ASSETS, mlm_job
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.release import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.endpoints import ConfigError
@@ -30,7 +29,6 @@ from mlm_pipeline.shards import stored_table
 from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World, WorldSpec, build_world
 
-ASSETS = load_assets_from_modules(STAGES)
 
 
 def source(version: int) -> WikimediaResource:

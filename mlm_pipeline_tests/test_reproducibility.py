@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dagster import AssetsDefinition, instance_for_test, load_assets_from_modules, materialize
+from dagster import AssetsDefinition, instance_for_test, materialize
 
 from mlm_pipeline import checks
-from mlm_pipeline.definitions import STAGES
+from mlm_pipeline.definitions import assets as ASSETS
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.blobs import BlobStore
@@ -26,7 +26,6 @@ from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
 from mlm_pipeline.world.rdf import code_version
 
-ASSETS = load_assets_from_modules(STAGES)
 TALKS_TO_SOURCE = ("settlement_classes", "entities", "summaries", "images")
 QUERIES_SPARQL = ("settlement_classes", "entities")
 

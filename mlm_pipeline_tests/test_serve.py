@@ -30,13 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from dagster import AssetSelection, DagsterInstance, load_assets_from_modules, materialize
+from dagster import AssetSelection, DagsterInstance, materialize
 from playwright.sync_api import sync_playwright
 
 from mlm_pipeline import checks
 from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.cli import PROJECT_ROOT
-from mlm_pipeline.definitions import STAGES
+from mlm_pipeline.definitions import assets
 from mlm_pipeline.model.metrics import haversine_km
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
@@ -78,7 +78,7 @@ def build_release(home: Path, release: str) -> None:
     with DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("release", [release])
         result = materialize(
-            [*load_assets_from_modules(STAGES), *checks.asset_checks],
+            [*assets, *checks.asset_checks],
             selection=AssetSelection.assets("search_index").upstream().required_multi_asset_neighbors(),
             partition_key=release,
             instance=instance,

@@ -18,7 +18,7 @@ import requests
 from mlm_pipeline.world import FaultPlan, World, WorldSpec, build_world, expected, running_world
 from mlm_pipeline.world import builder, rdf
 from mlm_pipeline.world.edge_cases import SPECIALS
-from mlm_pipeline.world.expected import class_hops
+from mlm_pipeline.world.right_answer import class_hops
 from mlm_pipeline.world.model import BASE_CLASS, EARTH
 
 UA = {"User-Agent": "mlm-pipeline-tests/0 (https://example.org/tests) requests"}

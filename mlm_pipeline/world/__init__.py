@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from mlm_pipeline.world.builder import build_world
-from mlm_pipeline.world.expected import expected
+from mlm_pipeline.world.right_answer import expected
 from mlm_pipeline.world.model import ClassInfo, Country, FileInfo, Place, Truth, World, WorldSpec
 from mlm_pipeline.world.faults import FaultPlan
 from mlm_pipeline.world.serving import RunningServer

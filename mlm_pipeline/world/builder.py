@@ -28,7 +28,7 @@ Versions
     dataset date is 7 days after the previous one. ``World.changes`` lists what each round did.
 
 The data model is ``world.model``, the edge cases ``world.edge_cases`` and the right answer
-``world.expected``.
+``world.right_answer``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 
 from mlm_pipeline.world import geonames
 from mlm_pipeline.world.edge_cases import PROTECTED_EDGES, SPECIALS, apply_special, finish_special_titles
-from mlm_pipeline.world.expected import expected
+from mlm_pipeline.world.right_answer import expected
 from mlm_pipeline.world.geonames import GeoPlace
 from mlm_pipeline.world.model import (
     BASE_CLASS,

