@@ -102,7 +102,10 @@ def materialised(key: str, select: str) -> tuple[list[str], list[str]]:
     graph = defs.resolve_asset_graph()
     with warnings.catch_warnings():  # Dagster's parser passes its own beta parameter: not the user's concern
         warnings.simplefilter("ignore", BetaWarning)
-        selected = sorted(AssetSelection.from_string(select).resolve(graph), key=lambda k: k.to_user_string())
+        selection = AssetSelection.from_string(select.split(",")[0].strip())
+        for part in select.split(",")[1:]:  # a,b as Dagster's CLI takes it
+            selection = selection | AssetSelection.from_string(part.strip())
+        selected = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
     done, missing = [], []
     with DagsterInstance.get() as instance:
         for asset_key in selected:
@@ -112,13 +115,17 @@ def materialised(key: str, select: str) -> tuple[list[str], list[str]]:
 
 
 def materialize(key: str, select: str, config: dict) -> int:
-    """``dg launch`` (the form ``dagster asset materialize`` now points to), in this process's
-    environment; the command is echoed with the run config shortened to its size."""
+    """``dg launch`` (the form ``dagster asset materialize`` now points to) of the release job or
+    of a selection; the command is echoed with the run config shortened to its size."""
+    from mlm_pipeline.automation import RELEASE_JOB
+
+    # Everything is the release job (the same run the sensor requests); Dagster's parser for "*"
+    # would also print a beta warning.
+    target = ["--job", RELEASE_JOB] if select.strip() == "*" else ["--assets", select]
     command = [
         str(Path(sys.executable).with_name("dg")),
         "launch",
-        "--assets",
-        select,
+        *target,
         "--partition",
         key,
         "-m",

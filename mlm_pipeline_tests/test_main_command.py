@@ -1,7 +1,7 @@
 """The README's main command, as a user runs it: ``mlm-pipeline main`` on a fresh instance.
 
-It registers the served release and shells out to ``dg launch --assets '*'`` (Dagster's
-``dagster asset materialize``), so this test covers the CLI path CI and users take, not an in-process shortcut: every asset of
+It registers the served release and shells out to ``dg launch --job mlm_release`` (Dagster's
+``dagster asset materialize`` for the whole graph), so this test covers the CLI path CI and users take, not an in-process shortcut: every asset of
 the code location must end up stored as Parquet for the release, with its checks passing.
 """
 
