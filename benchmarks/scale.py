@@ -246,14 +246,13 @@ def measure(args: argparse.Namespace, size: str, data: Path) -> None:
 
 def stage(args: argparse.Namespace) -> int:
     """One stage of the release, in this process, from the stored tables of the stages before."""
-    from dagster import AssetsDefinition, DagsterInstance, load_assets_from_modules, materialize
+    from dagster import AssetsDefinition, DagsterInstance, materialize
 
-    from mlm_pipeline.definitions import STAGES
+    from mlm_pipeline.definitions import assets
     from mlm_pipeline.parquet_io import ParquetIOManager
     from mlm_pipeline.resources import wikimedia_from_env
     from mlm_pipeline.storage import StorageResource
 
-    assets = load_assets_from_modules(STAGES)
     (target,) = [a for a in assets if isinstance(a, AssetsDefinition) and a.node_def.name == args.name]
     data = os.environ["MLM_DATA_DIR"]
     with DagsterInstance.get() as instance:

@@ -102,9 +102,7 @@ def materialised(key: str, select: str) -> tuple[list[str], list[str]]:
     graph = defs.resolve_asset_graph()
     with warnings.catch_warnings():  # Dagster's parser passes its own beta parameter: not the user's concern
         warnings.simplefilter("ignore", BetaWarning)
-        selection = AssetSelection.from_string(select.split(",")[0].strip())
-        for part in select.split(",")[1:]:  # a,b as Dagster's CLI takes it
-            selection = selection | AssetSelection.from_string(part.strip())
+        selection = AssetSelection.from_coercible(select.split(","))  # as `dagster asset materialize` reads it
         selected = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
     done, missing = [], []
     with DagsterInstance.get() as instance:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetKey, AssetsDefinition, AssetSelection, load_assets_from_modules, materialize
+from dagster import AssetKey, AssetsDefinition, AssetSelection, materialize
 
 from mlm_pipeline import checks
-from mlm_pipeline.definitions import STAGES, defs
+from mlm_pipeline.definitions import assets as ASSETS, defs
 from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
@@ -31,7 +31,7 @@ def test_the_dataset_stages_build_without_the_rest_of_their_multi_assets(
     dagster_instance.add_dynamic_partitions("release", [tiny_world.release])
     source = WikimediaResource(source="embedded", world_size="tiny")
     data = tmp_path / "data"
-    assets = load_assets_from_modules(STAGES)
+    assets = ASSETS
     steps = {a.node_def.name for a in assets if isinstance(a, AssetsDefinition) and set(a.keys) & wanted}
     profile = run_config_for(source)["ops"]  # the source's profile, for the steps that run
     result = materialize(
