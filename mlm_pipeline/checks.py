@@ -13,6 +13,7 @@ the benchmark's own results block nothing, since nothing is built from them.
 import hashlib
 import io
 import math
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from mlm_pipeline.model.tasks import TASKS
 from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import recorded_config
 from mlm_pipeline.release_package.verify import problems as package_problems
-from mlm_pipeline.schemas import IMAGE_FEATURE_DIM
+from mlm_pipeline.schemas import IMAGE_FEATURE_DIM, SORT_KEYS
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
 
@@ -412,6 +413,50 @@ def learning_curve_sound(curve: pa.Table) -> Finding:
     return found.finding(rule, epochs=len(rows))
 
 
+REASON_TOKEN = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+"""A dropout reason is a short machine-readable token (``no_image``, ``http_404``, ``sparse_cell``):
+what a person groups by; the free text belongs in ``detail``."""
+
+
+def dropouts_sound(dropouts: pa.Table, upstream: set[str], *, dropped_from_upstream: bool) -> Finding:
+    """Every dropout row names a stage of the pipeline, a reason token and a QID known upstream:
+    one of the entities for stages after extraction (``upstream``), and for extraction one that
+    is *not* among the entities it kept (``dropped_from_upstream=False``)."""
+    rule = "dropouts sound"
+    _require(dropouts, ("qid", "item", "stage", "reason"), rule)
+    found = _Offenders()
+    columns = [dropouts.column(c).to_pylist() for c in ("qid", "item", "stage", "reason")]
+    for qid, item, stage, reason in zip(*columns):
+        key = _key((qid, item, stage))
+        if stage not in SORT_KEYS:
+            found.add(key, "stage is no asset")
+        if reason is None or not REASON_TOKEN.fullmatch(reason):
+            found.add(key, "reason is no token")
+        if (qid in upstream) != dropped_from_upstream:
+            found.add(key, "qid unknown upstream" if dropped_from_upstream else "qid also kept")
+    return found.finding(rule, rows=dropouts.num_rows)
+
+
+CHANGES = {"added", "removed", "changed"}
+CHANGED_FIELDS = {"coordinates", "classes", "images", "summaries"}
+
+
+def diff_sound(diff: pa.Table, entities: set[str]) -> Finding:
+    """A release's diff: added and changed QIDs are among its entities, removed ones are not;
+    only a change names fields, from the ones compared."""
+    rule = "release diff sound"
+    _require(diff, ("qid", "change", "fields"), rule)
+    found = _Offenders()
+    for qid, change, fields in zip(*(diff.column(c).to_pylist() for c in ("qid", "change", "fields"))):
+        if change not in CHANGES:
+            found.add(qid, "unknown change")
+        elif (qid in entities) != (change != "removed"):
+            found.add(qid, f"{change} but {'not ' if change != 'removed' else ''}among the entities")
+        if (change == "changed") != bool(fields) or not set(fields or ()) <= CHANGED_FIELDS:
+            found.add(qid, "fields do not fit the change")
+    return found.finding(rule, rows=diff.num_rows)
+
+
 def stats_consistent(stats: pa.Table, versions: Sequence[str] = ("mlm", "mlm_irle", "mlm_irle_gr")) -> Finding:
     """Table 2 agrees with itself: each version a subset of the one before, split sizes and
     continents adding up to the entities (a split or continent lost or counted twice shows)."""
@@ -670,9 +715,47 @@ def release_package_sound(
 
 VERSIONS = ("mlm", "mlm_irle", "mlm_irle_gr")
 
+DROPOUT_TABLES = ("summary_dropouts", "image_failures", "image_dropouts", "geo_cell_dropouts", "version_dropouts",
+                  "image_feature_dropouts")
+"""Dropout tables of the stages after extraction: each names entities that extraction kept."""
+
+
+def dropouts_check(asset: str) -> AssetChecksDefinition:
+    extraction = asset == "entity_dropouts"
+
+    @release_check(
+        asset=asset,
+        name="dropouts_sound",
+        blocking=True,
+        additional_ins={"entities": AssetIn("entities", metadata=QIDS_ONLY)},
+        description="Each dropout names a stage, a reason token and an entity known upstream"
+        + (" (not one extraction kept)." if extraction else "."),
+    )
+    def _check(table: StoredTable, entities: StoredTable) -> AssetCheckResult:
+        kept = set(entities.read(["qid"]).column("qid").to_pylist())
+        dropouts = table.read(["qid", "item", "stage", "reason"])
+        return check_result(dropouts_sound(dropouts, kept, dropped_from_upstream=not extraction))
+
+    return _check
+
+
+@release_check(
+    asset="release_diff",
+    name="diff_sound",
+    blocking=False,
+    additional_ins={"entities": AssetIn("entities", metadata=QIDS_ONLY)},
+    description="Added and changed entities are in the release, removed ones are not; fields fit the change.",
+)
+def release_diff_sound(release_diff: StoredTable, entities: StoredTable) -> AssetCheckResult:
+    kept = set(entities.read(["qid"]).column("qid").to_pylist())
+    return check_result(diff_sound(release_diff.read(["qid", "change", "fields"]), kept))
+
+
 asset_checks: list[AssetChecksDefinition] = [
     unique("settlement_classes", ["qid"]),
     unique("entities", ["qid"]),
+    *[dropouts_check(table) for table in ("entity_dropouts", *DROPOUT_TABLES)],
+    release_diff_sound,
     in_range("entities"),
     unique("summaries", ["qid", "lang"]),
     summaries_languages,

@@ -396,3 +396,36 @@ def test_language_check_holds_summaries_to_the_languages_they_were_built_with(tm
     result = run_with_checks(tmp_path, dagster_instance, [english_only], language_check)
     evaluation = check_evaluations(result)["summaries:languages_within_configured"]
     assert not evaluation.passed and evaluation.metadata["offending"].value == ["Q1/de"]
+
+
+def _dropouts(rows: list[tuple[str, str, str, str | None]]) -> pa.Table:
+    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(("qid", "item", "stage", "reason"))})
+
+
+def test_dropouts_name_a_stage_a_reason_token_and_an_entity_known_upstream() -> None:
+    kept = {"Q1", "Q2"}
+    good = _dropouts([("Q1", "en", "summaries", "missing_page"), ("Q2", "a.jpg", "images", "http_404")])
+    assert checks.dropouts_sound(good, kept, dropped_from_upstream=True).passed
+    bad = _dropouts([
+        ("Q9", "en", "summaries", "missing_page"),  # no such entity
+        ("Q1", "", "somewhere", "no_image"),  # no such stage
+        ("Q2", "", "images", "HTTP 404: Not Found"),  # prose, not a token
+        ("Q1", "", "images", None),
+    ])
+    found = checks.dropouts_sound(bad, kept, dropped_from_upstream=True)
+    assert dict(found.reasons) == {"qid unknown upstream": 1, "stage is no asset": 1, "reason is no token": 2}
+    # Extraction's dropouts are the candidates it did not keep.
+    extraction = _dropouts([("Q1", "", "entities", "no_image"), ("Q7", "", "entities", "no_article")])
+    assert checks.dropouts_sound(extraction, kept, dropped_from_upstream=False).offending == ("Q1//entities",)
+
+
+def test_a_release_diff_fits_the_release_it_describes() -> None:
+    diff = pa.table({
+        "qid": ["Q1", "Q2", "Q3", "Q4", "Q5"],
+        "change": ["added", "removed", "changed", "changed", "renamed"],
+        "fields": [[], [], ["coordinates"], [], []],
+    })
+    found = checks.diff_sound(diff, {"Q1", "Q3", "Q4"})
+    assert found.offending == ("Q4", "Q5")
+    assert checks.diff_sound(diff.slice(0, 3), {"Q1", "Q3"}).passed
+    assert not checks.diff_sound(diff.slice(0, 3), {"Q1", "Q2", "Q3"}).passed  # removed, yet still there

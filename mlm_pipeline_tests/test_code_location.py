@@ -59,3 +59,21 @@ def test_code_location_imports_no_heavy_library_and_resolves_every_asset() -> No
         "location_results",
     }
     assert lazy_stages - assets == set()
+
+
+PURE_PACKAGES = ("sparql", "download", "geo", "encoders", "model")
+
+
+def test_the_pure_packages_import_no_dagster() -> None:
+    """The clients and the model run without the orchestrator: every module of the pure packages
+    is imported in a fresh interpreter, and Dagster must not be among what that loads."""
+    root = Path(__file__).resolve().parent.parent / "mlm_pipeline"
+    modules = sorted(
+        "mlm_pipeline." + ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for package in PURE_PACKAGES
+        for path in (root / package).rglob("*.py")
+    )
+    probe = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint(sorted(n for n in sys.modules if n.split('.')[0] == 'dagster'))"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert shown.stdout.strip() == "[]", f"Dagster imported by the pure packages: {shown.stdout.strip()[:300]}"
