@@ -581,26 +581,26 @@ def version_languages(version: str) -> AssetChecksDefinition:
     return _check
 
 
-@release_check(
-    asset="geo_cells",
-    name="cell_counts_within_thresholds",
-    blocking=True,
-    description="No cell below t_min, none above t_max unless at max_level; labels 0..n-1 in token order.",
-)
-def geo_cells_counts(context: AssetCheckExecutionContext, geo_cells: pa.Table) -> AssetCheckResult:
-    config = declared_config(context, "geo_cells", GeoCellsConfig)
-    return check_result(cell_counts_within(geo_cells, config.t_min, config.t_max, config.max_level))
+def cell_counts_check(
+    asset: str, config_asset: str, config_class: type[C], thresholds: Callable[[C], tuple[int, int, int]], description: str
+) -> AssetChecksDefinition:
+    """Cells within the (t_min, t_max, max_level) the stage that made them recorded."""
+
+    @release_check(asset=asset, name="cell_counts_within_thresholds", blocking=True, description=description)
+    def _check(context: AssetCheckExecutionContext, cells: pa.Table) -> AssetCheckResult:
+        return check_result(cell_counts_within(cells, *thresholds(declared_config(context, config_asset, config_class))))
+
+    return _check
 
 
-@release_check(
-    asset="mlm_irle_gr_cells",
-    name="cell_counts_within_thresholds",
-    blocking=True,
-    description="MLM-irle-gr's own cells within its thresholds; labels 0..n-1 in token order.",
+geo_cells_counts = cell_counts_check(
+    "geo_cells", "geo_cells", GeoCellsConfig, lambda c: (c.t_min, c.t_max, c.max_level),
+    "No cell below t_min, none above t_max unless at max_level; labels 0..n-1 in token order.",
 )
-def gr_cells_counts(context: AssetCheckExecutionContext, mlm_irle_gr_cells: pa.Table) -> AssetCheckResult:
-    config = declared_config(context, "mlm_irle_gr", VersionsConfig)
-    return check_result(cell_counts_within(mlm_irle_gr_cells, config.gr_t_min, config.gr_t_max, config.gr_max_level))
+gr_cells_counts = cell_counts_check(
+    "mlm_irle_gr_cells", "mlm_irle_gr", VersionsConfig, lambda c: (c.gr_t_min, c.gr_t_max, c.gr_max_level),
+    "MLM-irle-gr's own cells within its thresholds; labels 0..n-1 in token order.",
+)
 
 
 @release_check(
