@@ -141,6 +141,8 @@ def provenance(
         )
     if seed is not None:
         entries["provenance/seed"] = MetadataValue.int(seed)
-    entries["provenance/packages"] = MetadataValue.json(package_versions(packages))
-    entries["provenance/python"] = MetadataValue.text(platform.python_version())
+    # One line, not a JSON block on top of every asset page: what was installed matters when two
+    # builds differ, and is the same for every asset of a run.
+    versions = ", ".join(f"{name} {version}" for name, version in sorted(package_versions(packages).items()))
+    entries["provenance/packages"] = MetadataValue.text(f"python {platform.python_version()}; {versions}")
     return entries
