@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
+from mlm_pipeline.parquet_io import ParquetIOManager
+from mlm_pipeline.resources import WikimediaResource
+from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import Served, World, WorldSpec, build_world, running_world
 
 TINY = WorldSpec(size="tiny", seed=1234, version=1)
+
+
+def stage_resources(data: Path, source: WikimediaResource) -> dict[str, Any]:
+    """The resources definitions.py gives the stages, with the data under ``data``."""
+    return {
+        "io_manager": ParquetIOManager(base_dir=str(data)),
+        "storage": StorageResource(base_dir=str(data)),
+        "wikimedia": source,
+    }
 
 
 @pytest.fixture(scope="session")

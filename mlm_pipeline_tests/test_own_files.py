@@ -20,6 +20,7 @@ from PIL import Image
 from mlm_pipeline.shards import stored_table
 from mlm_pipeline.world import WorldSpec, build_world, rdf, running_world
 from mlm_pipeline.world.own_files import IMAGES_DIR, OwnFilesError, load_own_world
+from mlm_pipeline_tests.conftest import stage_resources
 
 UA = "mlm-pipeline-tests/1.0 (https://example.org/mlm-pipeline) requests/2"
 
@@ -258,9 +259,7 @@ def test_a_small_world_fails_where_its_data_runs_out_and_accounts_for_every_reco
     from dagster import materialize
 
     from mlm_pipeline.assets import classes, entities, filtering, geocells, images, summaries
-    from mlm_pipeline.parquet_io import ParquetIOManager
     from mlm_pipeline.resources import WikimediaResource
-    from mlm_pipeline.storage import StorageResource
 
     files = small_world(tmp_path / "mine")
     release = HEADER["dataset_version"][:10]
@@ -268,8 +267,7 @@ def test_a_small_world_fails_where_its_data_runs_out_and_accounts_for_every_reco
     data = tmp_path / "data"
     stages = [classes.settlement_classes, entities.entities, summaries.summaries, images.images,
               filtering.images_filtered, geocells.geo_cells]
-    resources = {"io_manager": ParquetIOManager(base_dir=str(data)), "storage": StorageResource(base_dir=str(data)),
-                 "wikimedia": WikimediaResource(world_files=str(files))}
+    resources = stage_resources(data, WikimediaResource(world_files=str(files)))
     result = materialize(stages, partition_key=release, instance=dagster_instance, resources=resources,
                          raise_on_error=False)
     failed = {e.step_key: str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure}

@@ -25,18 +25,16 @@ from mlm_pipeline import checks
 from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.assets import classes, entities, filtering, geocells, images, package, summaries, versions
 from mlm_pipeline.geo.versions import SPLIT_NAMES, VERSIONS
-from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.release_package.attribution import ATTRIBUTION
 from mlm_pipeline.release_package.build import MANIFEST, build_package, read_manifest, sha256_of
 from mlm_pipeline.release_package.verify import problems
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.shards import stored_table
-from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import build_world
 from mlm_pipeline.world.commons_server import NO_AUTHOR, NO_LICENCE, metadata_gap
 
-from mlm_pipeline_tests.conftest import TINY
+from mlm_pipeline_tests.conftest import TINY, stage_resources
 
 STAGES = [classes, entities, summaries, images, filtering, geocells, versions, package]
 ASSETS = load_assets_from_modules(STAGES)
@@ -56,11 +54,7 @@ def build(base: Path, release: str) -> Path:
             partition_key=release,
             instance=instance,
             selection=AssetSelection.assets("release_package").upstream().required_multi_asset_neighbors(),
-            resources={
-                "io_manager": ParquetIOManager(base_dir=str(data)),
-                "storage": StorageResource(base_dir=str(data)),
-                "wikimedia": SOURCE,  # the stages before the package need it
-            },
+            resources=stage_resources(data, SOURCE),
             run_config=RUN_CONFIG,
         )
         assert result.success

@@ -17,14 +17,13 @@ from dagster import AssetsDefinition, instance_for_test, materialize
 
 from mlm_pipeline import checks
 from mlm_pipeline.definitions import assets as ASSETS
-from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.shards import release_folder
-from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import WorldSpec, build_world
 from mlm_pipeline.world.rdf import code_version
+from mlm_pipeline_tests.conftest import stage_resources
 
 TALKS_TO_SOURCE = ("settlement_classes", "entities", "summaries", "images")
 QUERIES_SPARQL = ("settlement_classes", "entities")
@@ -53,11 +52,7 @@ def build_release(base: Path, release: str) -> Build:
             [*ASSETS, *checks.asset_checks],
             partition_key=release,
             instance=instance,
-            resources={
-                "io_manager": ParquetIOManager(base_dir=str(data)),
-                "storage": StorageResource(base_dir=str(data)),
-                "wikimedia": source,
-            },
+            resources=stage_resources(data, source),
             run_config=run_config_for(source),
         )
         assert result.success

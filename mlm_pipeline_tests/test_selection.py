@@ -8,12 +8,11 @@ from dagster import AssetKey, AssetsDefinition, AssetSelection, materialize
 
 from mlm_pipeline import checks
 from mlm_pipeline.definitions import assets as ASSETS, defs
-from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.shards import release_folder
-from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World
+from mlm_pipeline_tests.conftest import stage_resources
 
 DATASET_STAGES = "*dataset_stats,*version_dropouts"  # as the README selects the dataset, in the CLI's syntax
 
@@ -39,11 +38,7 @@ def test_the_dataset_stages_build_without_the_rest_of_their_multi_assets(
         selection=list(wanted),
         partition_key=tiny_world.release,
         instance=dagster_instance,
-        resources={
-            "io_manager": ParquetIOManager(base_dir=str(data)),
-            "storage": StorageResource(base_dir=str(data)),
-            "wikimedia": source,
-        },
+        resources=stage_resources(data, source),
         run_config={"ops": {step: config for step, config in profile.items() if step in steps}},
     )
     assert result.success

@@ -38,14 +38,13 @@ from mlm_pipeline.blobs import BlobStore
 from mlm_pipeline.cli import PROJECT_ROOT
 from mlm_pipeline.definitions import assets
 from mlm_pipeline.model.metrics import haversine_km
-from mlm_pipeline.parquet_io import ParquetIOManager
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
 from mlm_pipeline.serve import build_app, is_loopback
 from mlm_pipeline.shards import stored_table
-from mlm_pipeline.storage import StorageResource
 from mlm_pipeline.world import World
 from mlm_pipeline_tests.test_ui import CHROMIUM, CHROMIUM_ARGS, free_port, keep, stop_group
+from mlm_pipeline_tests.conftest import stage_resources
 
 SEARCH_MODEL = {"epochs": 40, "batch_size": 16, "lr": 1e-3, "emb_dim": 256, "threads": 1}
 STARTUP_S = 180
@@ -82,11 +81,7 @@ def build_release(home: Path, release: str) -> None:
             selection=AssetSelection.assets("search_index").upstream().required_multi_asset_neighbors(),
             partition_key=release,
             instance=instance,
-            resources={
-                "io_manager": ParquetIOManager(base_dir=str(data)),
-                "storage": StorageResource(base_dir=str(data)),
-                "wikimedia": source,
-            },
+            resources=stage_resources(data, source),
             run_config=run_config,
         )
     assert result.success
