@@ -78,8 +78,13 @@ def code_version(module: str) -> str:
     side of drift."""
     digest = hashlib.sha256()
     for path in sorted(imported_sources(module)):
-        digest.update(str(path.relative_to(PACKAGE_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(path.relative_to(PACKAGE_ROOT)).encode() + b"\0" + _file_sha256(path) + b"\0")
     return digest.hexdigest()[:12]
+
+
+@cache
+def _file_sha256(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()
 
 
 def _source_of(module: str) -> Path | None:
@@ -101,13 +106,22 @@ def imported_sources(module: str) -> set[Path]:
         if path is None or path in seen:
             continue
         seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):  # the project uses absolute imports only
-            if isinstance(node, ast.Import):
-                stack.extend(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                stack.append(node.module)
-                stack.extend(f"{node.module}.{alias.name}" for alias in node.names)  # submodules imported by name
+        stack.extend(_imports(path))
     return seen
+
+
+@cache
+def _imports(path: Path) -> tuple[str, ...]:
+    """Every module ``path`` names in an import (the project uses absolute imports only); each
+    file is parsed once per process, though every stage's walk passes through the shared ones."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names.extend(f"{node.module}.{alias.name}" for alias in node.names)  # submodules imported by name
+    return tuple(names)
 
 
 # --- column docs ------------------------------------------------------------------------------
