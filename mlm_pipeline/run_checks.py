@@ -75,13 +75,16 @@ def check_run_config(run_config: Mapping[str, Any], job: JobDefinition) -> None:
         raise RunConfigError(problems)
 
 
-def check_release_key(key: str) -> None:
+def check_release_key(key: str, run_config: Mapping[str, Any]) -> None:
     """A release partition added by hand ("Add partition" in the UI) that the embedded world never
-    published is refused here, before any step, naming the releases it did publish. Other sources
-    are asked by the first stage, which compares the key with the data version they serve."""
+    published is refused here, before any step, naming the releases it did publish. The source is
+    the code location's, with what the run config sets of it (the launchpad may raise
+    ``world_version``). Other sources are asked by the first stage, which compares the key with
+    the data version they serve."""
     from mlm_pipeline.resources import wikimedia_from_env
 
-    source = wikimedia_from_env()
+    chosen = ((run_config.get("resources") or {}).get("wikimedia") or {}).get("config") or {}
+    source = wikimedia_from_env().model_copy(update=dict(chosen))
     if source.source == "embedded":
         source.world_spec(key)  # ConfigError naming the published releases
 
@@ -95,7 +98,7 @@ class _CheckingExecutor(Executor):
     def execute(self, plan_context, execution_plan):  # type: ignore[no-untyped-def]
         check_run_config(plan_context.run_config, plan_context.job.get_definition())
         if key := plan_context.dagster_run.tags.get("dagster/partition"):
-            check_release_key(key)
+            check_release_key(key, plan_context.run_config)
         yield from self._inner.execute(plan_context, execution_plan)
 
     @property

@@ -17,7 +17,8 @@ from mlm_pipeline import cli
 from mlm_pipeline.definitions import defs
 from mlm_pipeline.release import RELEASE_PARTITIONS_NAME
 from mlm_pipeline.resources import WikimediaResource
-from mlm_pipeline.run_checks import config_classes, run_config_problems
+from mlm_pipeline.endpoints import ConfigError
+from mlm_pipeline.run_checks import check_release_key, config_classes, run_config_problems
 from mlm_pipeline.run_profiles import run_config_for
 
 CLASSES = config_classes(defs.resolve_implicit_global_asset_job_def())
@@ -133,6 +134,16 @@ def test_a_release_the_world_never_published_fails_before_its_first_step(dagster
     failure = next(e for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RUN_FAILURE)
     message = failure.dagster_event.event_specific_data.error.message  # type: ignore[union-attr]
     assert "release '2031-02-30'" in message and "has published 2026-01-05" in message
+
+
+def test_the_release_check_asks_the_source_the_run_configures(monkeypatch) -> None:
+    """The week a later world version publishes is refused by the code location's source, and
+    accepted when the run config raises world_version to it (as the launchpad can)."""
+    for name in ("MLM_WORLD_VERSION", "MLM_SOURCE", "MLM_WORLD_FILES"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="release '2026-01-12'"):
+        check_release_key("2026-01-12", {})
+    check_release_key("2026-01-12", {"resources": {"wikimedia": {"config": {"world_version": 2}}}})
 
 
 def test_the_cli_prints_one_line_per_problem_and_does_nothing(tmp_path, monkeypatch, capsys) -> None:
