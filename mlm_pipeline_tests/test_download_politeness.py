@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -15,6 +16,7 @@ from mlm_pipeline.world.serving import RunningServer, start_server
 from mlm_pipeline.world.wiki_server import user_agent_problem
 
 UA = user_agent("https://example.org/mlm-tests")
+STATE_LOCK = threading.Lock()  # one lock for the observations, which two servers may share
 
 
 class Misbehaving(BaseHTTPRequestHandler):
@@ -25,7 +27,17 @@ class Misbehaving(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         return
 
+    def _leave(self) -> None:
+        """End this request's time in flight, once: the moment its answer starts to leave, as on
+        the real servers. A client that sends its next request as soon as it has read an answer
+        (to this server or another one sharing the count) is then never counted twice."""
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            with STATE_LOCK:
+                self.server.state["inflight"] -= 1  # type: ignore[attr-defined]
+
     def _send(self, status: int, body: bytes = b"", ctype: str = "text/plain", **headers: str) -> None:
+        self._leave()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         if "no_length" not in headers:
@@ -42,16 +54,16 @@ class Misbehaving(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         running.count(path)
         attempt = running.counters[path]
-        with running.lock:
+        with STATE_LOCK:
             state["agents"].add(self.headers.get("User-Agent"))
             state["inflight"] += 1
             state["peak"] = max(state["peak"], state["inflight"])
             state["times"].setdefault(path, []).append(time.monotonic())
+        self._in_flight = True
         try:
             self._behave(path, attempt)
         finally:
-            with running.lock:
-                state["inflight"] -= 1
+            self._leave()  # an attempt answered by a closed connection
 
     def _behave(self, path: str, attempt: int) -> None:
         kind = path.split("/")[1]
@@ -111,9 +123,8 @@ class Misbehaving(BaseHTTPRequestHandler):
         elif kind == "big-once":  # an oversized answer (an original instead of a thumbnail), then fine
             self._send(200, b"x" * (5000 if attempt == 1 else 50), "image/jpeg")
         elif kind == "limit2":  # a server that allows two requests in flight and throttles the third
-            running: RunningServer = self.server.running  # type: ignore[attr-defined]
             state = self.server.state  # type: ignore[attr-defined]
-            with running.lock:
+            with STATE_LOCK:
                 state["limited"] += 1
                 state["limited_peak"] = max(state["limited_peak"], state["limited"])
                 over = state["limited"] > 2
@@ -121,9 +132,7 @@ class Misbehaving(BaseHTTPRequestHandler):
                 if not over:
                     time.sleep(0.05)
             finally:
-                # The slot is free before the answer leaves, as on the real servers: a client that
-                # sends its next request the moment it has an answer is never counted twice.
-                with running.lock:
+                with STATE_LOCK:  # free before the answer leaves (see _leave)
                     state["limited"] -= 1
             self._send(429, b"too many", Retry_After="0") if over else self._send(200, b"ok", "text/plain")
         elif kind == "width-refused":  # Commons' answer to a non-standard thumbnail width
