@@ -38,7 +38,7 @@ from mlm_pipeline.model.data import load_version
 from mlm_pipeline.model.evaluate import location_scores, predict
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.train import load_checkpoint, train
-from mlm_pipeline.run_profiles import QUICK_TRAINING
+from mlm_pipeline.run_profiles import quick_settings
 from mlm_pipeline.shards import stored_table
 from mlm_pipeline.world import WorldSpec, build_world
 
@@ -115,7 +115,7 @@ def languages(root: Path, release: str) -> None:
     version = tables["mlm_irle"].filter(pc.is_in(tables["mlm_irle"].column("qid"), value_set=with_english))
     splits = tables["splits"].filter(pc.is_in(tables["splits"].column("qid"), value_set=with_english))
     share = version.num_rows / tables["mlm_irle"].num_rows
-    settings = TrainSettings(epochs=QUICK_TRAINING["epochs"], emb_dim=QUICK_TRAINING["emb_dim"], lr=QUICK_TRAINING["lr"], device="cpu")
+    settings = quick_settings(device="cpu")
     print(f"summaries: all languages (mean of the per-language vectors) vs English only, on the {version.num_rows} "
           f"entities of MLM-irle with an English summary ({share:.0%}), quick profile, multitask")
     print(f"  {'text input':<28} {'i→t medR':>7} {'t→i medR':>7} {'image F1':>8} {'text F1':>8}")

@@ -21,7 +21,6 @@ from PIL import Image
 
 from mlm_pipeline.encoders.image import (
     IMAGE_DIM,
-    SLOT_DIM,
     build_image_encoder,
     decode_image,
     encode_images,

@@ -3,7 +3,7 @@
 Features are drawn the way the issue that asked for this described them: image =
 ReLU(z A + noise), text = z B + noise, and the geo-cell is planted in z (z = the cell's centre
 plus the entity's own part). The multitask model with
-the embedded world's quick profile (8 epochs, 256-d embeddings, lr 1e-3) must reach medR <= 10 of
+the embedded world's quick profile (8 epochs, 256-d embeddings, lr 1e-3, task weights at 5e-3) must reach medR <= 10 of
 500 and location F1 >= 0.8 on it; the same code on features whose two modalities share nothing
 must stay at chance, so that the first check can fail. Then collapse: a model whose inputs are
 all the same vector sits at the collapse value and training must say so.
@@ -25,14 +25,12 @@ from mlm_pipeline.model.data import SplitData, VersionData
 from mlm_pipeline.model.evaluate import location_scores, predict
 from mlm_pipeline.model.settings import TrainSettings
 from mlm_pipeline.model.train import COLLAPSE_EPOCHS, EpochRecord, collapse_value, find_collapse, train
-from mlm_pipeline.run_profiles import QUICK_TRAINING
+from mlm_pipeline.run_profiles import quick_settings
 
 N_CELLS = 20
 LATENT = 32
 SIZES = {"train": 4000, "val": 500, "test": 500}
-QUICK = TrainSettings(
-    epochs=QUICK_TRAINING["epochs"], emb_dim=QUICK_TRAINING["emb_dim"], lr=QUICK_TRAINING["lr"], seed=11, device="cpu"
-)
+QUICK = quick_settings(seed=11, device="cpu")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -67,6 +67,7 @@ BAD: list[tuple[str, dict, str]] = [
     ("splits", {"train": 1.2, "val": -0.1, "test": -0.1}, "val=-0.1"),
     (MODEL, {"epochs": 0}, "epochs must be at least 1"),
     (MODEL, {"lr": 0}, "lr must be positive"),
+    (MODEL, {"weight_lr": -0.1}, "weight_lr must be positive"),
     (MODEL, {"batch_size": 1}, "batch_size must be at least 2"),
     (MODEL, {"dropout": 1.0}, "dropout must be in [0, 1)"),
     (MODEL, {"emb_dim": 0}, f"ops.{MODEL}.config.emb_dim"),

@@ -48,6 +48,18 @@ def test_task_log_variances_are_given_to_the_optimiser_and_move(data: VersionDat
         check_optimised(objective, torch.optim.Adam(objective.net.parameters(), lr=1e-3))
 
 
+def test_task_weights_at_their_own_step_size_go_further_towards_their_balance(
+        data: VersionData, tmp_path: Path) -> None:
+    """Balance is near 1 / (2 * loss): above 1 for the small cosine loss, below 1 for the
+    cross-entropies; at the network's step size the weights barely leave 1 in a short run."""
+    shared = train(data, "multitask", FAST, tmp_path / "shared.pt").history[-1].weights
+    own_settings = TrainSettings(**{**FAST.__dict__, "weight_lr": 20 * FAST.lr})
+    own = train(data, "multitask", own_settings, tmp_path / "own.pt").history[-1].weights
+    assert own["retrieval"] > shared["retrieval"] > 1.0, (own, shared)
+    for name in ("location_image", "location_text"):
+        assert own[name] < shared[name] < 1.0, (name, own, shared)
+
+
 def test_training_is_reproducible_with_a_seed(data: VersionData, tmp_path: Path) -> None:
     first = train(data, "multitask", FAST, tmp_path / "a.pt")
     second = train(data, "multitask", FAST, tmp_path / "b.pt")

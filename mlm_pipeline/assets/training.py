@@ -48,6 +48,7 @@ class TrainingConfig(Config):
     epochs: int = PAPER.epochs
     batch_size: int = PAPER.batch_size
     lr: float = PAPER.lr
+    weight_lr: Optional[float] = PAPER.weight_lr  # step size of the learned task weights; None = lr
     dropout: float = PAPER.dropout
     emb_dim: int = Field(PAPER.emb_dim, ge=1)
     seed: int = PAPER.seed

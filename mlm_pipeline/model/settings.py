@@ -16,6 +16,7 @@ class TrainSettings:
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-4
+    weight_lr: float | None = None  # step size of the task weights (log variances); None: lr
     dropout: float = 0.1
     emb_dim: int = 1024
     seed: int = 1234
@@ -28,5 +29,7 @@ class TrainSettings:
             raise ValueError(f"batch_size must be at least 2 (negative pairs need two entities), got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.weight_lr is not None and not self.weight_lr > 0:
+            raise ValueError(f"weight_lr must be positive (or unset to use lr), got {self.weight_lr}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
