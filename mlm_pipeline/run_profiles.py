@@ -24,6 +24,7 @@ larger step still, or in about 400 steps they stay near 1 and the location losse
 retrieval loss, steer the shared layers (see ``build_optimiser``). One thread is faster than two
 for models this small on a shared two-core machine."""
 
+
 def quick_settings(**overrides: Any) -> TrainSettings:
     """The quick profile as plain settings, for training outside Dagster (tests, benchmarks)."""
     names = {f.name for f in fields(TrainSettings)}
