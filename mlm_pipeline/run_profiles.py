@@ -20,8 +20,8 @@ from mlm_pipeline.resources import WikimediaResource
 
 QUICK_TRAINING: dict[str, Any] = {"epochs": 8, "emb_dim": 256, "lr": 1e-3, "weight_lr": 5e-3, "threads": 1}
 """Small embeddings and a larger step size learn something in 8 epochs; the task weights get a
-larger step still, or in about 400 steps they stay near 1 and the location losses, ten times the
-retrieval loss, steer the shared layers (see ``build_optimiser``). One thread is faster than two
+larger step still, or in about 340 steps they stay near 1 and the location losses, many times
+the retrieval loss, steer the shared layers (see ``build_optimiser``). One thread is faster than two
 for models this small on a shared two-core machine."""
 
 

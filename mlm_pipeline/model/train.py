@@ -138,8 +138,8 @@ def build_optimiser(objective: Objective, settings: TrainSettings) -> torch.opti
     """Adam over the network at ``lr`` and over the task log variances at ``weight_lr``.
 
     At the network's step size the log variances move about ``lr`` per step: 8 quick epochs on
-    the default world (about 400 steps at 1e-3) took the weights from 1.0 only to 1.5 (retrieval)
-    and 0.8 (location), far from their balance near 1 / (2 * loss) (about 3 and 0.1), so the
+    the default world (about 340 steps at 1e-3) took the weights from 1.0 only to 1.5 (retrieval)
+    and 0.8 (location), far from their balance near 1 / (2 * loss) (about 3 and 0.2-0.3), so the
     cross-entropy terms kept most of the shared layers' gradient and multitask retrieval trailed
     single-task retrieval. The paper's 100 epochs on MLM-irle (about 137k steps) get there at lr.
     """
