@@ -8,7 +8,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, multi_asset
 from pydantic import Field
 
-from mlm_pipeline.assets.classes import SparqlQueryConfig, query_metadata
+from mlm_pipeline.assets.source_access import SparqlQueryConfig, query_metadata
 from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline import pools, schemas
 from mlm_pipeline.config_rules import LanguageCodes, PropertyIds

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from mlm_pipeline import pools, schemas, sql
 from mlm_pipeline.assets.subsets import outs, selected
-from mlm_pipeline.assets.summaries import PoliteDownloadConfig, request_metadata
+from mlm_pipeline.assets.source_access import PoliteDownloadConfig, request_metadata
 from mlm_pipeline.config_rules import PixelLimit, ThumbnailWidth
 from mlm_pipeline.download.images import (
     MAX_TITLES_PER_REQUEST,

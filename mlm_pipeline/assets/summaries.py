@@ -1,15 +1,14 @@
 """Stage 3a: Wikipedia intro summaries (paper 3.3.4) for every entity's en/de/fr sitelinks."""
 
-from collections import Counter
 from typing import Iterator
 
-from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, multi_asset
 from pydantic import Field
 
 from mlm_pipeline import pools, schemas, sql
+from mlm_pipeline.assets.source_access import PoliteDownloadConfig, request_metadata
 from mlm_pipeline.assets.subsets import outs, selected
 from mlm_pipeline.config_rules import LanguageCodes
-from mlm_pipeline.download.politeness import Politeness
 from mlm_pipeline.download.staging import Staging
 from mlm_pipeline.download.summaries import (
     MAX_TITLES_PER_REQUEST,
@@ -21,50 +20,9 @@ from mlm_pipeline.download.summaries import (
 )
 from mlm_pipeline.release import release_partitions
 from mlm_pipeline.provenance import provenance
-from mlm_pipeline.endpoints import Endpoints
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.shards import StoredTable
 from mlm_pipeline.storage import StorageResource
-
-
-class PoliteDownloadConfig(Config):
-    """How requests are sent; shared by the download stages. Defaults follow Wikimedia's rules, and
-    some rules are not settings: calls to one MediaWiki API go in series, each with ``maxlag=5``."""
-
-    max_attempts: int = Field(5, ge=1, description="attempts per request before the item is recorded as failed")
-    backoff_s: float = Field(1.0, gt=0, description="first back-off; doubles per attempt, with jitter")
-    backoff_max_s: float = Field(60.0, gt=0, description="longest back-off between attempts")
-    max_retry_after_s: float = Field(300.0, gt=0, description="a longer Retry-After fails the request instead of waiting")
-    timeout_s: float = Field(60.0, gt=0, description="deadline per request attempt")
-    timeout_hold_s: float = Field(
-        10.0, ge=0, description="after a timeout the slot stays taken this long (the server may still be busy with it)"
-    )
-    max_redirects: int = Field(5, ge=0, description="redirects followed per request")
-    progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines in the run's log")
-
-    def politeness(self, endpoints: Endpoints, pools: dict[str, int] | None = None) -> Politeness:
-        return Politeness(
-            user_agent=endpoints.user_agent, pool_concurrency=pools or {},
-            max_attempts=self.max_attempts, backoff_s=self.backoff_s, backoff_max_s=self.backoff_max_s,
-            max_retry_after_s=self.max_retry_after_s, timeout_s=self.timeout_s, timeout_hold_s=self.timeout_hold_s,
-            max_redirects=self.max_redirects,
-        )
-
-
-def request_metadata(stats: Counter[str], items: int) -> dict[str, MetadataValue]:
-    """What the download cost the servers: requests, retries, 429s, per stored item."""
-    return {
-        "http_requests": MetadataValue.int(stats["requests"]),
-        "retries": MetadataValue.int(stats["retries"]),
-        "http_429_received": MetadataValue.int(stats["status_429"]),
-        "requests_per_item": MetadataValue.float(round(stats["requests"] / items, 4) if items else 0.0),
-        "troubles": MetadataValue.json({k.removeprefix("trouble_"): v for k, v in sorted(stats.items())
-                                        if k.startswith("trouble_")}),
-        # 429s lower a pool's concurrency (never above its configured limit): how often, how far.
-        "concurrency_lowered": MetadataValue.json({
-            k.removeprefix("lowered@"): {"times": v, "lowest": stats[f"lowest@{k.removeprefix('lowered@')}"]}
-            for k, v in sorted(stats.items()) if k.startswith("lowered@")}),
-    }
 
 
 class SummariesConfig(PoliteDownloadConfig):
