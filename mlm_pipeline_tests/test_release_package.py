@@ -30,7 +30,7 @@ from mlm_pipeline.release_package.build import MANIFEST, build_package, read_man
 from mlm_pipeline.release_package.verify import problems
 from mlm_pipeline.resources import WikimediaResource
 from mlm_pipeline.run_profiles import run_config_for
-from mlm_pipeline.shards import stored_table
+from mlm_pipeline.shards import StoredTable, stored_table
 from mlm_pipeline.world import build_world
 from mlm_pipeline.world.commons_server import NO_AUTHOR, NO_LICENCE, metadata_gap
 
@@ -201,6 +201,44 @@ def test_packaging_twice_gives_the_same_bytes(folder: Path, release: str, tmp_pa
     again = build(tmp_path, release) / package.PACKAGES / release
     assert read_manifest(again) == read_manifest(folder)
     assert (again / MANIFEST).read_bytes() == (folder / MANIFEST).read_bytes()
+
+
+def test_svg_documents_in_mlm_are_named_in_the_card_with_how_to_read_them(
+    folder: Path, data: Path, release: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person's own SVG files reach ``mlm`` as SVG bytes (Commons would serve PNG renderings)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from datasets import Image, List, load_dataset
+
+    assert "SVG document" not in (folder / "README.md").read_text(encoding="utf-8")  # Commons: renderings only
+    tables = dict(package.stored_tables(data, release))
+    images = tables["images"].read()
+    mlm_qids = set(stored(data, "mlm", release).column("qid").to_pylist())
+    names = images.column("file_name").to_pylist()
+    row = next(i for i, (q, n) in enumerate(zip(images.column("qid").to_pylist(), names))
+               if n.lower().endswith(".svg") and q in mlm_qids)  # a rendering the filter dropped
+    formats = images.column("format").to_pylist()
+    formats[row] = "SVG"
+    own = tmp_path / "images.parquet"
+    pq.write_table(images.set_column(images.schema.get_field_index("format"), "format", pa.array(formats)), own)
+    tables["images"] = StoredTable(own)
+    drawing = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"/>'
+    blobs = BlobStore.of_release(data, release)
+    target = tmp_path / "own" / release
+    build_package(tables, lambda image: drawing if image["file_name"] == names[row] else blobs.get(image["sha256"]),
+                  release, "own files", ["en"], {}, target)
+
+    card_text = (target / "README.md").read_text(encoding="utf-8")
+    assert "**1 image file is an SVG document**" in card_text
+    advice = 'cast_column("images", List(Image(decode=False)))'
+    assert advice in card_text
+    loaded = load_dataset(str(target), "mlm", cache_dir=str(tmp_path / "cache"))
+    raw = [image["bytes"] for split in SPLIT_NAMES
+           for images_of in loaded[split].cast_column("images", List(Image(decode=False)))["images"]
+           for image in images_of]
+    assert raw.count(drawing) == 1
 
 
 def test_a_missing_table_is_named_and_an_earlier_package_is_kept(

@@ -39,7 +39,7 @@ from mlm_pipeline.release_package.croissant import croissant
 from mlm_pipeline.release_package.rows import ReadImage, hf_schema, version_batches
 from mlm_pipeline.schemas import PACKAGE_MANIFEST
 from mlm_pipeline.release_package.writer import SplitWriter
-from mlm_pipeline.sql import Source
+from mlm_pipeline.shards import StoredTable
 
 MANIFEST = "SHA256SUMS"
 INPUTS = ("entities", "summaries", "images", "images_filtered", "splits", "geo_cells", "mlm_irle_gr_cells",
@@ -64,8 +64,10 @@ class Packaged:
     attribution: dict[str, int]
 
 
-def connect(tables: Mapping[str, Source], scratch: Path, plan: PackagePlan) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per input table, read where it is stored."""
+def connect(tables: Mapping[str, StoredTable], scratch: Path, plan: PackagePlan) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with one view per input table, read where it is stored. Stored tables
+    only: the rows are streamed on cursors of their own, which do not see in-memory tables that
+    were registered on this connection."""
     missing = sorted(set(INPUTS) - set(tables))
     if missing:
         raise ValueError(f"release_package: no stored table given for {missing}")
@@ -103,7 +105,7 @@ def _figure_counts(stats: pa.Table) -> Counter[str]:
 
 
 def build_package(
-    tables: Mapping[str, Source],
+    tables: Mapping[str, StoredTable],
     read_image: ReadImage,
     release: str,
     source: str,
@@ -128,10 +130,13 @@ def build_package(
             stats = con.sql("SELECT * FROM dataset_stats ORDER BY row").to_arrow_table()
             countries = con.execute(
                 "SELECT country_code, count(*) FROM mlm GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST").fetchall()
+            (svg_documents,) = con.execute(
+                "SELECT count(*) FROM images WHERE format = 'SVG' AND qid IN (SELECT qid FROM mlm)").fetchone()
         for spill in scratch.glob("duckdb-*"):  # DuckDB's spill folder, if it had to spill
             shutil.rmtree(spill, ignore_errors=True)
         figure2_png(_figure_counts(stats), scratch / FIGURE)
-        facts = CardFacts(release, source, languages, split_rows, table2_markdown(stats), countries, attribution, shards)
+        facts = CardFacts(release, source, languages, split_rows, table2_markdown(stats), countries, attribution, shards,
+                          svg_documents)
         (scratch / "README.md").write_text(card(facts), encoding="utf-8")
         (scratch / "LICENSE.md").write_text(licence_file(), encoding="utf-8")
         (scratch / "provenance.json").write_text(_json(provenance), encoding="utf-8")

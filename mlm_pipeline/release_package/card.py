@@ -49,6 +49,18 @@ class CardFacts:
     countries: list[tuple[str, int]]  # MLM's entities by country, most first
     attribution: dict[str, int]  # files per attribution status
     shards: dict[str, int] = field(default_factory=dict)  # version -> shard files
+    svg_documents: int = 0  # images of `mlm` whose bytes are SVG (a person's own files; Commons renders PNG)
+
+
+def _svg_warning(facts: CardFacts) -> str:
+    """``datasets``' Image feature decodes rasters only: say so before a user's loop fails on one."""
+    if not facts.svg_documents:
+        return ""
+    files = "file is an SVG document" if facts.svg_documents == 1 else "files are SVG documents"
+    return (f"\n\n  **{facts.svg_documents:,} image {files}** (from the source's own files, not Commons' "
+            "PNG renderings): `datasets` cannot decode them as images. Cast `mlm`'s images with "
+            "`.cast_column(\"images\", List(Image(decode=False)))` and read their `bytes`, or use "
+            "`mlm_irle`, which holds rasters only.")
 
 
 def size_category(rows: int) -> str:
@@ -141,7 +153,7 @@ the same split in every version that holds it.
 {_splits_table(facts)}
 
 - **`mlm`**: every entity with a usable image and a non-empty summary (SVG maps and emblems
-  included, as Commons' PNG renderings).
+  included, as Commons' PNG renderings).{_svg_warning(facts)}
 - **`mlm_irle`**: entities with a raster image in a geo-cell kept by the cell thresholds.
 - **`mlm_irle_gr`**: a sample of the EU-28 weighted by population, with its own geo-cells.
 
