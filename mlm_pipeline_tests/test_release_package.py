@@ -82,12 +82,18 @@ def stored(data: Path, name: str, release: str) -> pa.Table:
     return stored_table(name, release, data).read()
 
 
-def test_package_loads_with_hugging_face_datasets_with_the_assets_rows_and_images(
-    folder: Path, data: Path, release: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``datasets`` offline, with its caches in the test's folder; the cache_dir to load with."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return str(tmp_path / "cache")
+
+
+def test_package_loads_with_hugging_face_datasets_with_the_assets_rows_and_images(
+    folder: Path, data: Path, release: str, hf_cache: str
+) -> None:
     from datasets import Image, List, load_dataset
     from PIL import Image as PILImage
 
@@ -97,7 +103,7 @@ def test_package_loads_with_hugging_face_datasets_with_the_assets_rows_and_image
     content = {(q, name): blobs.get(sha) for q, name, sha in zip(*(filtered[c].to_pylist() for c in ("qid", "file_name", "sha256")))}
     for version in VERSIONS:
         table = stored(data, version, release)
-        loaded = load_dataset(str(folder), version, cache_dir=str(tmp_path / "cache"))
+        loaded = load_dataset(str(folder), version, cache_dir=hf_cache)
         assert sorted(loaded) == sorted(SPLIT_NAMES)
         assert loaded["train"].features["images"] == List(Image())
         for split in SPLIT_NAMES:
@@ -204,12 +210,9 @@ def test_packaging_twice_gives_the_same_bytes(folder: Path, release: str, tmp_pa
 
 
 def test_svg_documents_in_mlm_are_named_in_the_card_with_how_to_read_them(
-    folder: Path, data: Path, release: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path, data: Path, release: str, tmp_path: Path, hf_cache: str
 ) -> None:
     """A person's own SVG files reach ``mlm`` as SVG bytes (Commons would serve PNG renderings)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     from datasets import Image, List, load_dataset
 
     assert "SVG document" not in (folder / "README.md").read_text(encoding="utf-8")  # Commons: renderings only
@@ -234,7 +237,7 @@ def test_svg_documents_in_mlm_are_named_in_the_card_with_how_to_read_them(
     assert "**1 image file is an SVG document**" in card_text
     advice = 'cast_column("images", List(Image(decode=False)))'
     assert advice in card_text
-    loaded = load_dataset(str(target), "mlm", cache_dir=str(tmp_path / "cache"))
+    loaded = load_dataset(str(target), "mlm", cache_dir=hf_cache)
     raw = [image["bytes"] for split in SPLIT_NAMES
            for images_of in loaded[split].cast_column("images", List(Image(decode=False)))["images"]
            for image in images_of]
