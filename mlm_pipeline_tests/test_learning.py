@@ -2,10 +2,10 @@
 
 Features are drawn the way the issue that asked for this described them: image =
 ReLU(z A + noise), text = z B + noise, and the geo-cell is planted in z (z = the cell's centre
-plus the entity's own part). The multitask model with
-the embedded world's quick profile (8 epochs, 256-d embeddings, lr 1e-3, task weights at 5e-3) must reach medR <= 10 of
-500 and location F1 >= 0.8 on it; the same code on features whose two modalities share nothing
-must stay at chance, so that the first check can fail. Then collapse: a model whose inputs are
+plus the entity's own part). The multitask model with the embedded world's quick profile
+(8 epochs, 256-d embeddings, lr 1e-3, task weights at 5e-3) must reach medR <= 10 of 500 and
+location F1 >= 0.8 on it; the same code on features whose two modalities share nothing must
+stay at chance, so that the first check can fail. Then collapse: a model whose inputs are
 all the same vector sits at the collapse value and training must say so.
 """
 

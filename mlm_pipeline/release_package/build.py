@@ -135,8 +135,8 @@ def build_package(
         for spill in scratch.glob("duckdb-*"):  # DuckDB's spill folder, if it had to spill
             shutil.rmtree(spill, ignore_errors=True)
         figure2_png(_figure_counts(stats), scratch / FIGURE)
-        facts = CardFacts(release, source, languages, split_rows, table2_markdown(stats), countries, attribution, shards,
-                          svg_documents)
+        facts = CardFacts(release, source, languages, split_rows, table2_markdown(stats), countries, attribution,
+                          shards, svg_documents=svg_documents)
         (scratch / "README.md").write_text(card(facts), encoding="utf-8")
         (scratch / "LICENSE.md").write_text(licence_file(), encoding="utf-8")
         (scratch / "provenance.json").write_text(_json(provenance), encoding="utf-8")
